@@ -1,0 +1,30 @@
+# Errors raised by the edge code. Input is never checked with `assert` (it vanishes under
+# `micropython -O`); every check raises one of these, with a message naming what is wrong.
+
+
+class QisError(Exception):
+    """Base of every error the protocol core raises on bad input."""
+
+
+class DecodeError(QisError):
+    """Bytes that are not a valid encoding (CBOR, COBS, frame layout)."""
+
+
+class EncodeError(QisError):
+    """A value that cannot be encoded (unsupported type, does not fit its profile)."""
+
+
+class AuthError(QisError):
+    """Authentication failed: wrong key, forged or corrupted ciphertext."""
+
+
+class FrameError(QisError):
+    """A well-formed message that breaks the frame rules (version, type, size, field)."""
+
+
+class StoreError(QisError):
+    """Persistent state on flash is unusable (corrupt, or the file system refused)."""
+
+
+class ModelError(QisError):
+    """An edge model file is truncated, corrupted, of another version, or unsupported."""
