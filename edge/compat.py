@@ -1,0 +1,86 @@
+# The one place for CPython fallbacks of MicroPython-only modules. Stateless.
+#
+# Viper/native: MicroPython's compiler recognises `@micropython.viper` and
+# `@micropython.native` by their spelling at compile time (there is no runtime
+# micropython.viper object), so a plain `viper(fn)` wrapper cannot work on a board. Write
+#     from .compat import micropython, ptr8
+#     @micropython.viper
+#     def f(buf: ptr8, n: int) -> int: ...
+# On MicroPython `micropython` is the real module; on CPython it is a stand-in whose
+# decorators return the function unchanged and `ptr8(x)` returns x, so the same source runs.
+import os
+import sys
+import time
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+if IS_MICROPYTHON:
+    import cryptolib
+    import micropython
+    from micropython import const
+
+    def aes_ecb(key):
+        """AES in ECB mode; .encrypt(src, dst) encrypts whole blocks of src into dst."""
+        return cryptolib.aes(key, 1)
+
+    def ticks_ms():
+        return time.ticks_ms()
+
+    def ticks_diff(a, b):
+        """a - b in milliseconds, correct across the wrap-around of ticks_ms()."""
+        return time.ticks_diff(a, b)
+
+    # Embedded ports count time.time() from 2000-01-01, the unix port from 1970.
+    _EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
+
+    def time_s():
+        """Unix time in whole seconds."""
+        return int(time.time()) + _EPOCH_OFFSET
+
+else:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def const(x):
+        return x
+
+    class micropython:  # noqa: N801 - stands in for the MicroPython module
+        @staticmethod
+        def viper(fn):
+            return fn
+
+        @staticmethod
+        def native(fn):
+            return fn
+
+    # CPython only (no such names on a board, see the top): identity decorators.
+    viper = micropython.viper
+    native = micropython.native
+
+    class aes_ecb:  # noqa: N801 - a function on MicroPython
+        """AES in ECB mode; .encrypt(src, dst) encrypts whole blocks of src into dst."""
+
+        def __init__(self, key):
+            self._enc = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
+
+        def encrypt(self, src, dst):
+            dst[: len(src)] = self._enc.update(src)
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        """a - b in milliseconds (CPython's monotonic clock does not wrap)."""
+        return a - b
+
+    def time_s():
+        """Unix time in whole seconds."""
+        return int(time.time())
+
+
+def ptr8(buf):
+    """Viper's pointer cast; only ever called on CPython (the viper compiler handles it)."""
+    return buf
+
+
+def urandom(n):
+    return os.urandom(n)
