@@ -1,0 +1,77 @@
+# Similarity fingerprints: seeded SimHash (random hyperplanes) over an integer embedding.
+#
+# Two embeddings at a small angle agree on most hyperplane signs, so similar cases get
+# fingerprints that differ in few bits, and fall into the same bucket in at least one of
+# the L tables with high probability. A cryptographic hash would scatter them instead.
+# The hyperplanes come from a xorshift32 generator seeded per (seed, table), in integer
+# arithmetic only, so MicroPython and CPython compute the very same bits.
+from array import array
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _xorshift32(state):
+    state ^= (state << 13) & _MASK32
+    state ^= state >> 17
+    state ^= (state << 5) & _MASK32
+    return state
+
+
+class SimHash:
+    """L tables of k bits each; fingerprint() packs them into L*k/8 bytes, table 0 first."""
+
+    def __init__(self, dim, tables, bits, seed=1):
+        if dim < 1 or tables < 1 or bits < 1 or (tables * bits) % 8:
+            raise ValueError("SimHash needs dim, tables, bits >= 1 and tables*bits a multiple of 8")
+        self.dim = dim
+        self.tables = tables
+        self.bits = bits
+        n = tables * bits
+        # planes[h*dim + i]: coefficient of input i in hyperplane h, in -127..127
+        self._planes = array("b", bytes(n * dim))
+        for t in range(tables):
+            state = (seed * 0x9E3779B1 + t * 0x85EBCA6B + 1) & _MASK32 or 1
+            for j in range(bits * dim):
+                state = _xorshift32(state)
+                self._planes[(t * bits) * dim + j] = (state >> 8) % 255 - 127
+        self._out = bytearray(n // 8)
+
+    def fingerprint(self, vec):
+        """Pack the sign bits of the hyperplane projections of vec (a sequence of ints).
+
+        The returned bytearray is reused by the next call: copy it to keep it.
+        """
+        if len(vec) != self.dim:
+            raise ValueError("embedding has %d values, SimHash expects %d" % (len(vec), self.dim))
+        out = self._out
+        planes = self._planes
+        dim = self.dim
+        for i in range(len(out)):
+            out[i] = 0
+        for h in range(self.tables * self.bits):
+            base = h * dim
+            acc = 0
+            for i in range(dim):
+                acc += planes[base + i] * vec[i]
+            if acc >= 0:
+                out[h >> 3] |= 0x80 >> (h & 7)
+        return out
+
+    def bucket(self, fingerprint, table):
+        """The k-bit bucket number of one table, read from a packed fingerprint."""
+        value = 0
+        start = table * self.bits
+        for h in range(start, start + self.bits):
+            value = (value << 1) | ((fingerprint[h >> 3] >> (7 - (h & 7))) & 1)
+        return value
+
+
+def hamming(a, b):
+    """Number of differing bits between two equal-length byte strings."""
+    n = 0
+    for i in range(len(a)):
+        x = a[i] ^ b[i]
+        while x:
+            x &= x - 1
+            n += 1
+    return n

@@ -1,0 +1,148 @@
+# Outcome and ACK frames: fixed-size COSE_Encrypt0 messages (docs/PROTOCOL.md).
+#
+# Rules
+# - A frame is an untagged COSE_Encrypt0 [h'a1010a', {4: kid, 6: piv}, ciphertext] with a
+#   4-byte key id and a 4-byte partial IV (the device counter, big-endian). Every frame of
+#   a profile has exactly the profile's size: the plaintext is one deterministic CBOR array
+#   followed by zero bytes up to the profile's plaintext size, all inside the ciphertext.
+# - Nonce = piv left-padded to 13 bytes XOR a base IV that names the direction (uplink
+#   0x01..., downlink 0x02...), so a device key never seals two messages under one nonce:
+#   uplink counters never repeat (store.Counter), and a downlink ACK for counter N always
+#   has the same plaintext, so re-sending it re-sends identical bytes.
+# - The version is the first element of the plaintext; the type the second.
+from . import cbor, cose
+from .errors import EncodeError, FrameError
+
+from .compat import const
+
+
+VERSION = const(1)
+TYPE_OUTCOME = const(1)
+TYPE_ACK = const(2)
+
+KID_LEN = const(4)
+PIV_LEN = const(4)
+TAG_LEN = const(8)
+UPLINK_IV = b"\x01" + bytes(12)
+DOWNLINK_IV = b"\x02" + bytes(12)
+
+# Bytes of a frame outside the ciphertext string: array header (1), protected header
+# bstr (4), unprotected map {4: kid, 6: piv} (1 + 1+1+4 + 1+1+4 = 13).
+_FIXED_OVERHEAD = const(18)
+
+
+def _bstr_header_len(n):
+    return 1 if n < 24 else 2 if n < 256 else 3
+
+
+def plaintext_size(frame_size):
+    """Plaintext bytes that make a sealed frame exactly frame_size bytes long."""
+    for header in (1, 2, 3):
+        ct = frame_size - _FIXED_OVERHEAD - header
+        if ct >= TAG_LEN and _bstr_header_len(ct) == header:
+            return ct - TAG_LEN
+    raise FrameError("no plaintext size gives a %d-byte frame" % frame_size)
+
+
+class Profile:
+    """A frame size and what fits in it."""
+
+    def __init__(self, name, size, fingerprint_tables, fingerprint_bits, topk_max):
+        self.name = name
+        self.size = size
+        self.fingerprint_tables = fingerprint_tables  # SimHash: L tables of k bits
+        self.fingerprint_bits = fingerprint_bits
+        self.fingerprint_len = fingerprint_tables * fingerprint_bits // 8
+        self.topk_max = topk_max  # 0: the profile carries no top-k list and no extensions
+        self.plaintext_len = plaintext_size(size)
+
+
+# compact: one LoRaWAN EU868 DR0 payload (51 bytes). full: serial and MQTT.
+COMPACT = Profile("compact", 51, 4, 8, 0)
+FULL = Profile("full", 512, 8, 16, 5)
+PROFILES = {"compact": COMPACT, "full": FULL}
+ACK_SIZE = const(32)
+ACK_PLAINTEXT_LEN = plaintext_size(ACK_SIZE)
+
+
+def profile(name):
+    p = PROFILES.get(name)
+    if p is None:
+        raise FrameError("unknown profile %r (known: %s)" % (name, ", ".join(sorted(PROFILES))))
+    return p
+
+
+def _uint(name, value, limit):
+    if not isinstance(value, int) or value < 0 or value > limit:
+        raise EncodeError("%s must be an integer in 0..%d, got %r" % (name, limit, value))
+
+
+def _pad(body, size, what):
+    if len(body) > size:
+        raise EncodeError("%s needs %d plaintext bytes, its frame holds %d" % (what, len(body), size))
+    return body + bytes(size - len(body))
+
+
+def encode_outcome(prof, time, model, domain, label, confidence, fingerprint, topk=(), ext=None):
+    """The padded plaintext of an outcome frame of profile prof."""
+    _uint("time", time, 0xFFFFFFFF)
+    _uint("model", model, 0xFFFF)
+    _uint("domain", domain, 0xFFFF)
+    _uint("label", label, 0xFFFF)
+    _uint("confidence", confidence, 255)
+    if len(fingerprint) != prof.fingerprint_len:
+        raise EncodeError(
+            "profile %s needs a %d-byte fingerprint, got %d" % (prof.name, prof.fingerprint_len, len(fingerprint))
+        )
+    fields = [VERSION, TYPE_OUTCOME, time, model, domain, label, confidence, bytes(fingerprint)]
+    if prof.topk_max:
+        if len(topk) > prof.topk_max:
+            raise EncodeError("profile %s carries at most %d top-k scores" % (prof.name, prof.topk_max))
+        pairs = []
+        for cls, score in topk:
+            _uint("top-k label", cls, 0xFFFF)
+            _uint("top-k score", score, 255)
+            pairs.append([cls, score])
+        fields.append(pairs)
+        fields.append(ext or {})
+    elif topk or ext:
+        raise EncodeError("profile %s carries no top-k scores or extensions" % prof.name)
+    return _pad(cbor.dumps(fields), prof.plaintext_len, "outcome")
+
+
+def piv_bytes(counter):
+    if counter < 0 or counter > 0xFFFFFFFF:
+        raise EncodeError("counter %d does not fit the 4-byte partial IV" % counter)
+    return bytes(((counter >> 24) & 0xFF, (counter >> 16) & 0xFF, (counter >> 8) & 0xFF, counter & 0xFF))
+
+
+def seal(ccm, kid, counter, plaintext, base_iv):
+    """Seal a padded plaintext into a frame (uplink: base_iv=UPLINK_IV)."""
+    if len(kid) != KID_LEN:
+        raise EncodeError("key id must be %d bytes, got %d" % (KID_LEN, len(kid)))
+    return cose.encrypt0(ccm, kid, piv_bytes(counter), plaintext, base_iv)
+
+
+def ack_plaintext():
+    return _pad(cbor.dumps([VERSION, TYPE_ACK]), ACK_PLAINTEXT_LEN, "ack")
+
+
+def seal_ack(ccm, kid, counter):
+    """The ACK for counter; always the same bytes for the same (key, counter)."""
+    return seal(ccm, kid, counter, ack_plaintext(), DOWNLINK_IV)
+
+
+def open_ack(ccm, kid, data):
+    """Verify an ACK frame addressed to kid and return the counter it acknowledges."""
+    if len(data) != ACK_SIZE:
+        raise FrameError("ACK must be %d bytes, got %d" % (ACK_SIZE, len(data)))
+    got_kid, piv, plaintext = cose.decrypt0(ccm, data, DOWNLINK_IV)
+    if bytes(got_kid) != bytes(kid):
+        raise FrameError("ACK is for key id %s, not ours" % bytes(got_kid).hex())
+    if len(piv) != PIV_LEN:
+        raise FrameError("ACK partial IV must be %d bytes" % PIV_LEN)
+    if bytes(plaintext) != ack_plaintext():
+        if plaintext[0] & 0xE0 == 0x80 and plaintext[1] < 24 and plaintext[1] != VERSION:
+            raise FrameError("unsupported ACK version %d" % plaintext[1])  # [version, ...]
+        raise FrameError("malformed ACK plaintext")
+    return (piv[0] << 24) | (piv[1] << 16) | (piv[2] << 8) | piv[3]

@@ -1,0 +1,91 @@
+import json
+
+from edgetest import load, raises, unhex, vector_path
+
+frame = load("frame")
+ccm_mod = load("ccm")
+errors = load("errors")
+
+with open(vector_path("frames.json")) as f:
+    VECTORS = json.load(f)
+KEY = unhex(VECTORS["key"])
+KID = unhex(VECTORS["kid"])
+
+
+def _seal(prof, counter, fields):
+    pt = frame.encode_outcome(prof, fields["time"], fields["model"], fields["domain"], fields["label"],
+                              fields["confidence"], unhex(fields["fingerprint"]), fields["topk"])
+    return pt, frame.seal(ccm_mod.CCM(KEY), KID, counter, pt, frame.UPLINK_IV)
+
+
+def test_profile_sizes():
+    assert frame.COMPACT.size == 51 and frame.COMPACT.plaintext_len == 23
+    assert frame.FULL.size == 512 and frame.FULL.plaintext_len == 483
+    assert frame.ACK_PLAINTEXT_LEN == 5
+    assert frame.COMPACT.fingerprint_len == 4 and frame.FULL.fingerprint_len == 16
+
+
+def test_golden_outcome_frames():
+    for v in VECTORS["outcomes"]:
+        pt, sealed = _seal(frame.profile(v["profile"]), v["counter"], v["fields"])
+        assert pt == unhex(v["plaintext"]), v["name"]
+        assert sealed == unhex(v["frame"]), v["name"]
+        assert len(sealed) == frame.profile(v["profile"]).size
+
+
+def test_golden_acks_seal_and_open():
+    ccm = ccm_mod.CCM(KEY)
+    for v in VECTORS["acks"]:
+        assert frame.seal_ack(ccm, KID, v["counter"]) == unhex(v["frame"])
+        assert frame.open_ack(ccm, KID, unhex(v["frame"])) == v["counter"]
+
+
+def test_every_frame_of_a_profile_has_its_size():
+    ccm = ccm_mod.CCM(KEY)
+    for prof in (frame.COMPACT, frame.FULL):
+        for counter, value in ((0, 0), (23, 23), (24, 24), (255, 255), (65535, 255), (0xFFFFFFFF, 200)):
+            label = value if prof.topk_max else value % 256
+            topk = [[label, value % 256]] * prof.topk_max
+            pt = frame.encode_outcome(prof, counter, label, label, label, value % 256, bytes(prof.fingerprint_len), topk)
+            assert len(pt) == prof.plaintext_len
+            assert len(frame.seal(ccm, KID, counter, pt, frame.UPLINK_IV)) == prof.size
+
+
+def test_compact_refuses_what_does_not_fit():
+    err = raises(errors.EncodeError, frame.encode_outcome, frame.COMPACT, 0xFFFFFFFF, 300, 300, 300, 255, bytes(4))
+    assert "plaintext bytes" in str(err)
+
+
+def test_field_checks():
+    p = frame.FULL
+    fp = bytes(16)
+    assert "confidence" in str(raises(errors.EncodeError, frame.encode_outcome, p, 1, 1, 1, 1, 256, fp))
+    assert "time" in str(raises(errors.EncodeError, frame.encode_outcome, p, -1, 1, 1, 1, 1, fp))
+    assert "fingerprint" in str(raises(errors.EncodeError, frame.encode_outcome, p, 1, 1, 1, 1, 1, bytes(4)))
+    assert "top-k" in str(raises(errors.EncodeError, frame.encode_outcome, p, 1, 1, 1, 1, 1, fp, [[1, 2]] * 6))
+    assert "top-k" in str(raises(errors.EncodeError, frame.encode_outcome, frame.COMPACT, 1, 1, 1, 1, 1, bytes(4), [[1, 2]]))
+    assert "counter" in str(raises(errors.EncodeError, frame.piv_bytes, 1 << 32))
+    assert "profile" in str(raises(errors.FrameError, frame.profile, "huge"))
+
+
+def test_ack_checks():
+    ccm = ccm_mod.CCM(KEY)
+    ack = frame.seal_ack(ccm, KID, 9)
+    raises(errors.FrameError, frame.open_ack, ccm, KID, ack[:-1])
+    other = frame.seal_ack(ccm, b"\x00\x00\x00\x01", 9)
+    assert "not ours" in str(raises(errors.FrameError, frame.open_ack, ccm, KID, other))
+    for i in (20, len(ack) - 1):
+        bad = bytearray(ack)
+        bad[i] ^= 0x01
+        raises(errors.AuthError, frame.open_ack, ccm, KID, bytes(bad))
+    raises(errors.AuthError, frame.open_ack, ccm_mod.CCM(bytes(16)), KID, ack)
+    # an outcome sealed with the uplink IV can never pass as an ACK, even at ACK size
+    uplink = frame.seal(ccm, KID, 9, frame.ack_plaintext(), frame.UPLINK_IV)
+    raises(errors.AuthError, frame.open_ack, ccm, KID, uplink)
+
+
+def test_ack_of_another_version_is_named():
+    ccm = ccm_mod.CCM(KEY)
+    v2 = bytes([0x82, 0x02, 0x02, 0x00, 0x00])
+    sealed = frame.seal(ccm, KID, 5, v2, frame.DOWNLINK_IV)
+    assert "version 2" in str(raises(errors.FrameError, frame.open_ack, ccm, KID, sealed))

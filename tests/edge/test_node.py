@@ -1,0 +1,129 @@
+from edgetest import load, rmtree, tmpdir
+
+frame = load("frame")
+store = load("store")
+node_mod = load("node")
+ccm_mod = load("ccm")
+
+KEY = bytes(range(16))
+KID = b"\x0a\x0b\x0c\x0d"
+FP = bytes(16)
+
+
+def _node(d, window=4, rto=100):
+    return node_mod.Node(ccm_mod.CCM(KEY), KID, store.Counter(d, block=8), store.Outbox(d), frame.FULL,
+                         window=window, rto_ms=rto, max_rto_ms=800)
+
+
+def _conclude(n, label=0):
+    return n.conclude(1764201600, 1, 1, label, 200, FP, [[label, 200]])
+
+
+def _ack(counter, key=KEY):
+    return frame.seal_ack(ccm_mod.CCM(key), KID, counter)
+
+
+def test_conclude_send_ack():
+    d = tmpdir("node")
+    try:
+        n = _node(d)
+        c = _conclude(n)
+        sent = n.poll(0)
+        assert len(sent) == 1 and len(sent[0]) == 512
+        assert n.receive(_ack(c)) == (node_mod.EVENT_ACKED, c)
+        assert n.pending() == 0 and n.acked == 1
+        assert n.poll(10000) == []  # nothing left to send
+    finally:
+        rmtree(d)
+
+
+def test_window_limits_frames_in_flight():
+    d = tmpdir("node")
+    try:
+        n = _node(d, window=3)
+        counters = [_conclude(n) for _ in range(5)]
+        assert len(n.poll(0)) == 3
+        assert n.poll(1) == []  # window full, nothing due
+        n.receive(_ack(counters[1]))
+        more = n.poll(2)
+        assert len(more) == 1  # one slot freed: the next frame in counter order
+    finally:
+        rmtree(d)
+
+
+def test_retransmits_identical_bytes_with_backoff():
+    d = tmpdir("node")
+    try:
+        n = _node(d, window=1, rto=100)
+        _conclude(n)
+        first = n.poll(0)[0]
+        assert n.poll(50) == []
+        again = n.poll(200)  # past the first deadline (100 ms + jitter <= 25)
+        assert again == [first]  # the same sealed bytes: same counter, same nonce
+        # the timeout doubled: not due 150 ms later, due 450 ms later
+        assert n.poll(350) == []
+        assert n.poll(700) == [first]
+        assert n.retransmissions == 2
+    finally:
+        rmtree(d)
+
+
+def test_reboot_resends_outbox_and_never_reuses_a_counter():
+    d = tmpdir("node")
+    try:
+        n = _node(d)
+        c1, c2 = _conclude(n), _conclude(n)
+        before = n.poll(0)
+        n.receive(_ack(c1))
+        # power loss: a new node over the same flash
+        n2 = _node(d)
+        assert n2.pending() == 1
+        assert n2.poll(0) == [before[1]]  # the unacknowledged frame, byte for byte
+        c3 = _conclude(n2)
+        assert c3 > c2
+        assert n2.receive(_ack(c2)) == (node_mod.EVENT_ACKED, c2)
+    finally:
+        rmtree(d)
+
+
+def test_forged_or_stale_acks_change_nothing():
+    d = tmpdir("node")
+    try:
+        n = _node(d)
+        c = _conclude(n)
+        n.poll(0)
+        event, reason = n.receive(_ack(c, key=bytes(16)))
+        assert event == node_mod.EVENT_REJECTED and "tag mismatch" in reason
+        event, _ = n.receive(b"\x00" * 32)
+        assert event == node_mod.EVENT_REJECTED
+        assert n.pending() == 1
+        assert n.receive(_ack(c)) == (node_mod.EVENT_ACKED, c)
+        assert n.receive(_ack(c)) == (node_mod.EVENT_STALE_ACK, c)
+    finally:
+        rmtree(d)
+
+
+def test_outbox_limit_holds_back_observations():
+    d = tmpdir("node")
+    try:
+        n = node_mod.Node(ccm_mod.CCM(KEY), KID, store.Counter(d), store.Outbox(d), frame.COMPACT, outbox_limit=2)
+        n.conclude(1, 1, 1, 0, 1, bytes(4))
+        assert n.can_conclude()
+        n.conclude(1, 1, 1, 0, 1, bytes(4))
+        assert not n.can_conclude()
+    finally:
+        rmtree(d)
+
+
+def test_next_deadline():
+    d = tmpdir("node")
+    try:
+        n = _node(d, window=1, rto=100)
+        assert n.next_deadline(0) == -1
+        _conclude(n)
+        assert n.next_deadline(0) == 0  # a frame waits to be sent
+        n.poll(0)
+        wait = n.next_deadline(0)
+        assert 100 <= wait <= 125
+    finally:
+        rmtree(d)
