@@ -1,0 +1,69 @@
+# Unix-port board: the emulated device (`qis device emulate` starts it).
+#   micropython boards/unix/main.py STATE_DIR FRAMES REPLAY_FILE OFFSET
+# Flash is STATE_DIR (config.json with the key, counter slots, outbox); the UART is
+# stdin/stdout, which the host connects to a pty; the sensor replays a recorded ECG
+# (int16 samples at 360 Hz) from OFFSET, looping. Events go to stderr as JSON lines.
+import json
+import sys
+import time
+from array import array
+
+from edge import app, conclude, store
+from edge.ccm import CCM
+from edge.fingerprint import SimHash
+from edge.frame import profile
+from edge.links.uart import UartLink
+from edge.node import Node
+
+DOMAIN_ECG_BEAT = 1
+
+
+def report(ev, **fields):
+    fields["ev"] = ev
+    sys.stderr.write(json.dumps(fields) + "\n")
+
+
+def replay(path, offset):
+    """Yield int16 samples from path, starting at offset, looping; one buffer is reused."""
+    buf = array("h", bytes(2 * 512))
+    with open(path, "rb") as f:
+        f.seek(2 * offset)
+        while True:
+            n = f.readinto(buf) // 2
+            if n == 0:
+                f.seek(0)
+                continue
+            for i in range(n):
+                yield buf[i]
+
+
+def unhex(text):
+    return bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
+
+
+def load_model(name):
+    if name == "rule":
+        return conclude.RuleModel()
+    return conclude.QemModel(name)
+
+
+def main(argv):
+    state, frames, replay_path, offset = argv[1], int(argv[2]), argv[3], int(argv[4])
+    with open(state + "/config.json") as f:
+        config = json.load(f)
+    prof = profile(config["profile"])
+    model = load_model(config.get("model", "rule"))
+    node = Node(CCM(unhex(config["key"])), unhex(config["kid"]), store.Counter(state), store.Outbox(state), prof)
+    config = None  # the key is not kept around in plain sight
+    simhash = SimHash(model.embedding_dim, prof.fingerprint_tables, prof.fingerprint_bits, seed=DOMAIN_ECG_BEAT)
+    link = UartLink(sys.stdin.buffer, sys.stdout.buffer)
+    return app.run(node, link, replay(replay_path, offset), model, simhash, frames, DOMAIN_ECG_BEAT,
+                   time.ticks_ms, lambda: int(time.time()), report)
+
+
+try:
+    code = main(sys.argv)
+except Exception as exc:  # stdout is the UART: a traceback must go to the log, not the line
+    sys.print_exception(exc, sys.stderr)
+    code = 3
+sys.exit(code)

@@ -1,0 +1,49 @@
+# UART link: moves bytes, nothing else. On a board it wraps machine.UART; on the unix port
+# (emulation) it wraps the process's stdin/stdout, which the host connects to a pty.
+#
+# read() returns a memoryview into one preallocated buffer, reused by the next read().
+import select
+
+_POLL_ERR = select.POLLHUP | select.POLLERR
+
+
+class UartLink:
+    def __init__(self, rx, tx=None, bufsize=256):
+        """rx: a machine.UART, or a binary stream; tx defaults to rx."""
+        self._rx = rx
+        self._tx = tx if tx is not None else rx
+        self._buf = bytearray(bufsize)
+        self._view = memoryview(self._buf)
+        self._poll = select.poll()
+        self._poll.register(rx, select.POLLIN)
+        self._has_any = hasattr(rx, "any")  # machine.UART knows how many bytes wait
+        self.closed = False
+
+    def write(self, data):
+        self._tx.write(data)
+        if hasattr(self._tx, "flush"):
+            self._tx.flush()
+
+    def read(self, timeout_ms):
+        """Bytes that arrived within timeout_ms (a reused view), or None."""
+        events = self._poll.poll(timeout_ms)
+        if not events:
+            return None
+        if events[0][1] & _POLL_ERR and not events[0][1] & select.POLLIN:
+            self.closed = True
+            return None
+        if self._has_any:
+            n = self._rx.readinto(self._buf, min(self._rx.any(), len(self._buf))) or 0
+            return self._view[:n] if n else None
+        # A plain stream blocks until its whole buffer is filled, so take what is
+        # ready one byte at a time while poll says more is waiting.
+        n = 0
+        while n < len(self._buf):
+            got = self._rx.readinto(self._view[n:], 1)
+            if not got:
+                self.closed = n == 0  # end of file: the other side hung up
+                break
+            n += 1
+            if not self._poll.poll(0):
+                break
+        return self._view[:n] if n else None

@@ -1,0 +1,104 @@
+"""The gateway's protocol engine, sans-IO: bytes in per port, ACK bytes out per port.
+
+Rules:
+- ``receive()`` decodes the byte stream, verifies each frame and writes the result into
+  the store's open transaction; it never raises on input.
+- ``flush()`` commits, and only then releases the ACKs for what the commit made durable.
+  If a write or the commit fails (disk full, read-only database), the transaction is
+  rolled back and its ACKs are dropped: the devices keep those frames and retransmit.
+- A frame that authenticated but was refused is acknowledged once it is durably in the
+  dead-letter table (re-sending it cannot help); an unauthenticated one never is.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+
+from qis.edge import stream
+
+from .keys import DeviceKey
+from .store import OutcomeStore, StoreError
+from .verify import Rejected, open_outcome, seal_ack
+
+log = logging.getLogger("qis.gateway")
+MAX_FRAME = 600  # larger than any profile; longer records are line noise
+
+
+class GatewayCore:
+    """Per-port stream decoding, verification, durable storage and acknowledgement."""
+
+    def __init__(self, registry: dict[bytes, DeviceKey], store: OutcomeStore) -> None:
+        self.registry = registry
+        self.store = store
+        self.stats: Counter[str] = Counter()
+        self._by_device = {k.device: k for k in registry.values()}
+        self._decoders: dict[str, stream.Decoder] = {}
+        self._acks: list[tuple[str, bytes]] = []
+        self._failed = False  # a write failed in this transaction: nothing in it is acknowledged
+
+    def receive(self, port: str, data: bytes) -> None:
+        """Feed bytes read from port."""
+        decoder = self._decoders.get(port)
+        if decoder is None:
+            decoder = self._decoders[port] = stream.Decoder(MAX_FRAME)
+        for kind, value in decoder.feed(data):
+            if kind == "frame":
+                self.receive_frame(port, bytes(value))
+            else:
+                self.stats["stream_errors"] += 1
+                self._write(self.store.dead_letter, f"stream: {value}", None, port)
+
+    def receive_frame(self, port: str, frame: bytes) -> None:
+        """Handle one complete frame (links that deliver whole frames call this directly)."""
+        self.stats["frames_received"] += 1
+        try:
+            outcome = open_outcome(frame, self.registry)
+        except Rejected as r:
+            log.info("dead letter from %s: %s", port, r.reason)
+            self.stats["rejected"] += 1
+            done = self._write(self.store.dead_letter, r.reason, frame, port, r.device, r.counter, r.authenticated)
+            if done and r.authenticated:
+                self._ack(port, r.device, r.counter)
+            return
+        disposition = self._write(self.store.add, outcome, frame, port)
+        if disposition == "conflict":
+            reason = (f"replayed counter {outcome.counter} of {outcome.device} with different content"
+                      " (nonce reuse or stolen key)")
+            log.warning("dead letter from %s: %s", port, reason)
+            self._write(self.store.dead_letter, reason, frame, port, outcome.device, None)
+        elif disposition:
+            self.stats[disposition] += 1
+            self._ack(port, outcome.device, outcome.counter)
+
+    def _write(self, method, *args):
+        """Run one store write; on a database error, fail the whole open transaction."""
+        if self._failed:
+            return None
+        try:
+            return method(*args)
+        except sqlite3.Error as exc:
+            log.error("store write failed, nothing in this batch will be acknowledged: %s", exc)
+            self._failed = True
+            return None
+
+    def _ack(self, port: str, device: str | None, counter: int | None) -> None:
+        if device is not None and counter is not None:
+            self._acks.append((port, stream.encode(seal_ack(self._by_device[device], counter))))
+
+    def flush(self) -> list[tuple[str, bytes]]:
+        """Commit what was received; return the (port, wire bytes) ACKs it made safe to send."""
+        acks, self._acks = self._acks, []
+        try:
+            if self._failed:
+                raise StoreError("a write failed")
+            self.store.commit()
+        except (StoreError, sqlite3.Error) as exc:
+            self.store.rollback()
+            self.stats["commit_failures"] += 1
+            self.stats["acks_withheld"] += len(acks)
+            log.error("commit failed; withholding %d ACKs (devices will retransmit): %s", len(acks), exc)
+            self._failed = False
+            return []
+        self.stats["acks_sent"] += len(acks)
+        return acks

@@ -1,0 +1,24 @@
+"""`qis device provision`: create a device key (file mode 0600)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .keys import KeyFileError, key_path, provision
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id", required=True, help="device id (A-Z a-z 0-9 . _ -)")
+    parser.add_argument("--keys", required=True, type=Path, help="key directory (created 0700)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        entry = provision(args.id, args.keys)
+    except KeyFileError as exc:
+        print(f"qis device provision: {exc}", file=sys.stderr)
+        return 1
+    # The kid is an identifier, not a secret; the key itself is never printed.
+    print(f"provisioned {entry.device}: kid {entry.kid.hex()}, key file {key_path(args.keys, entry.device)} (0600)")
+    return 0

@@ -1,0 +1,163 @@
+"""Durable storage of outcomes and dead letters in SQLite.
+
+Rules:
+- WAL journal with ``synchronous=FULL``: once ``commit()`` returns, the rows survive a
+  process kill and a power cut. The gateway acknowledges a frame only after that.
+- (device, counter) is unique among outcomes. A retransmission (the identical frame) is
+  counted on the existing row and reported as a duplicate; the same (device, counter) with
+  different bytes can only come from a nonce reuse or a stolen key, and is a conflict.
+- Every refused frame goes to dead_letters with its reason. Refused frames that did
+  authenticate are "consumed": recorded once per (device, counter) and acknowledged.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from .verify import Outcome
+
+Disposition = Literal["stored", "duplicate", "conflict"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outcomes (
+    device      TEXT    NOT NULL,
+    counter     INTEGER NOT NULL,
+    time        INTEGER NOT NULL,
+    model       INTEGER NOT NULL,
+    domain      INTEGER NOT NULL,
+    label       INTEGER NOT NULL,
+    confidence  INTEGER NOT NULL,
+    fingerprint BLOB    NOT NULL,
+    topk        TEXT    NOT NULL,
+    profile     TEXT    NOT NULL,
+    frame       BLOB    NOT NULL,
+    port        TEXT    NOT NULL,
+    received_at REAL    NOT NULL,
+    duplicates  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device, counter)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY,
+    received_at REAL    NOT NULL,
+    port        TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    device      TEXT,
+    counter     INTEGER,
+    consumed    INTEGER NOT NULL DEFAULT 0,
+    frame       BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_consumed
+    ON dead_letters (device, counter) WHERE consumed = 1;
+"""
+
+
+class StoreError(Exception):
+    """The database cannot take the write (disk full, read-only, corrupt); nothing is acknowledged."""
+
+
+class OutcomeStore:
+    """The gateway's SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._in_tx = False
+
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+
+    def add(self, outcome: Outcome, frame: bytes, port: str) -> Disposition:
+        """Record an outcome (uncommitted until commit())."""
+        self._begin()
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO outcomes (device, counter, time, model, domain, label, confidence,"
+            " fingerprint, topk, profile, frame, port, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (outcome.device, outcome.counter, outcome.time, outcome.model, outcome.domain, outcome.label,
+             outcome.confidence, outcome.fingerprint, _json(outcome.topk), outcome.profile, frame, port, time.time()),
+        )
+        if cur.rowcount == 1:
+            return "stored"
+        (stored_frame,) = self._db.execute(
+            "SELECT frame FROM outcomes WHERE device = ? AND counter = ?", (outcome.device, outcome.counter)
+        ).fetchone()
+        if stored_frame != frame:
+            return "conflict"
+        self._db.execute(
+            "UPDATE outcomes SET duplicates = duplicates + 1 WHERE device = ? AND counter = ?",
+            (outcome.device, outcome.counter),
+        )
+        return "duplicate"
+
+    def dead_letter(self, reason: str, frame: bytes | None, port: str, device: str | None = None,
+                    counter: int | None = None, consumed: bool = False) -> Literal["stored", "duplicate"]:
+        """Record a refused frame; a consumed one is kept once per (device, counter)."""
+        self._begin()
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO dead_letters (received_at, port, reason, device, counter, consumed, frame)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (time.time(), port, reason, device, counter, int(consumed), frame),
+        )
+        return "stored" if cur.rowcount == 1 else "duplicate"
+
+    def commit(self) -> None:
+        """Make every write since the last commit durable."""
+        if self._in_tx:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"commit to {self.path} failed: {exc}") from exc
+            finally:
+                self._in_tx = False
+
+    def rollback(self) -> None:
+        if self._in_tx:
+            self._db.execute("ROLLBACK")
+            self._in_tx = False
+
+    def counts(self) -> dict[str, int]:
+        """Rows and retransmissions seen, for summaries and metrics."""
+        stored, dups = self._db.execute("SELECT COUNT(*), COALESCE(SUM(duplicates), 0) FROM outcomes").fetchone()
+        (dead,) = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
+        return {"frames_stored": stored, "duplicates": dups, "dead_letters": dead}
+
+    def outcomes(self) -> Iterator[dict]:
+        """Every stored outcome, oldest device counter first."""
+        cur = self._db.execute(
+            "SELECT device, counter, time, model, domain, label, confidence, fingerprint, topk, profile,"
+            " received_at, duplicates FROM outcomes ORDER BY device, counter"
+        )
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            item = dict(zip(names, row))
+            item["fingerprint"] = item["fingerprint"].hex()
+            item["topk"] = json.loads(item["topk"])
+            yield item
+
+    def dead_letters(self) -> Iterator[dict]:
+        cur = self._db.execute(
+            "SELECT id, received_at, port, reason, device, counter, consumed, frame FROM dead_letters ORDER BY id"
+        )
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            item = dict(zip(names, row))
+            item["frame"] = item["frame"].hex() if item["frame"] is not None else None
+            yield item
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))

