@@ -66,7 +66,7 @@ class GatewayCore:
             reason = (f"replayed counter {outcome.counter} of {outcome.device} with different content"
                       " (nonce reuse or stolen key)")
             log.warning("dead letter from %s: %s", port, reason)
-            self._write(self.store.dead_letter, reason, frame, port, outcome.device, None)
+            self._write(self.store.dead_letter, reason, frame, port, outcome.device, outcome.counter)
         elif disposition:
             self.stats[disposition] += 1
             self._ack(port, outcome.device, outcome.counter)

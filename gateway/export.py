@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .store import OutcomeStore
+from .store import OutcomeStore, StoreError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.db.exists():
         print(f"qis outcomes export: no database at {args.db}", file=sys.stderr)
         return 1
-    store = OutcomeStore(args.db)
+    try:
+        store = OutcomeStore(args.db, readonly=True)
+    except StoreError as exc:
+        print(f"qis outcomes export: {exc}", file=sys.stderr)
+        return 1
     try:
         rows = store.dead_letters() if args.dead_letters else store.outcomes()
         for row in rows:

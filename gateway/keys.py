@@ -70,11 +70,14 @@ def read_key_file(path: Path) -> DeviceKey:
         raise KeyFileError(f"key file {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); chmod 600 it")
     try:
         raw = json.loads(path.read_text())
-        device = check_device_id(raw["device"])
+        device = raw["device"]
         kid = bytes.fromhex(raw["kid"])
         key = bytes.fromhex(raw["key"])
     except (ValueError, KeyError, TypeError) as exc:
         raise KeyFileError(f"key file {path} is malformed ({type(exc).__name__})") from None
+    # One file per device id: two keys under one id would mix their counters and ACKs.
+    if device != path.stem or not _DEVICE_ID.match(device):
+        raise KeyFileError(f"key file {path} holds device id {device!r}; it must be a valid id and the file's name")
     if len(kid) != KID_LEN or len(key) != KEY_LEN or raw.get("alg") != COSE_ALG_AES_CCM_16_64_128:
         raise KeyFileError(f"key file {path}: need a {KID_LEN}-byte kid, a {KEY_LEN}-byte key and alg 10")
     return DeviceKey(device, kid, key)

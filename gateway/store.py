@@ -62,19 +62,44 @@ class StoreError(Exception):
 class OutcomeStore:
     """The gateway's SQLite database."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._in_tx = False
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        """Open (or create) the database; readonly opens an existing one for export only.
 
-    def _begin(self) -> None:
-        if not self._in_tx:
+        A writable store checks at once that it can take a write: a gateway on a read-only
+        file would otherwise run and never acknowledge anything.
+        """
+        self.path = Path(path)
+        try:
+            if readonly:
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        try:
+            if readonly:
+                self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()
+                return
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            # A write that is rolled back: fails at once on a read-only file or directory.
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
             self._db.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
+            try:
+                self._db.execute(f"PRAGMA user_version = {int(version) + 1}")
+            finally:
+                self.rollback()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot use database {self.path}: {exc}") from exc
+
+    # The transaction state is asked from SQLite (in_transaction), never kept here: on
+    # SQLITE_FULL or an I/O error SQLite may roll the whole transaction back by itself.
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
 
     def add(self, outcome: Outcome, frame: bytes, port: str) -> Disposition:
         """Record an outcome (uncommitted until commit())."""
@@ -111,19 +136,17 @@ class OutcomeStore:
 
     def commit(self) -> None:
         """Make every write since the last commit durable."""
-        if self._in_tx:
+        if self._db.in_transaction:
             try:
                 self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                self.rollback()
                 raise StoreError(f"commit to {self.path} failed: {exc}") from exc
-            finally:
-                self._in_tx = False
 
     def rollback(self) -> None:
-        if self._in_tx:
+        """Drop every write since the last commit (a no-op if SQLite already rolled back)."""
+        if self._db.in_transaction:
             self._db.execute("ROLLBACK")
-            self._in_tx = False
 
     def counts(self) -> dict[str, int]:
         """Rows and retransmissions seen, for summaries and metrics."""

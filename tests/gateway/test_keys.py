@@ -1,0 +1,110 @@
+"""Device key provisioning and the key registry: file modes, refusals, no leaked secrets."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from qis.gateway.keys import KeyFileError, load_registry, provision, read_key_file
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_provision_writes_0600_in_0700(keys_dir):
+    entry = provision("ecg-001", keys_dir)
+    path = keys_dir / "ecg-001.key"
+    assert mode(keys_dir) == 0o700 and mode(path) == 0o600
+    raw = json.loads(path.read_text())
+    assert raw == {"device": "ecg-001", "kid": entry.kid.hex(), "key": entry.key.hex(), "alg": 10}
+    assert len(entry.kid) == 4 and len(entry.key) == 16
+    assert load_registry(keys_dir) == {entry.kid: entry}
+
+
+def test_provision_gives_distinct_keys(keys_dir):
+    a, b = provision("a", keys_dir), provision("b", keys_dir)
+    assert a.kid != b.kid and a.key != b.key
+
+
+def test_provision_refuses_to_overwrite(keys_dir):
+    first = provision("ecg-001", keys_dir)
+    before = (keys_dir / "ecg-001.key").read_bytes()
+    with pytest.raises(KeyFileError, match="device ecg-001 already has a key file .*ecg-001.key; refusing to replace it"):
+        provision("ecg-001", keys_dir)
+    assert (keys_dir / "ecg-001.key").read_bytes() == before
+    assert load_registry(keys_dir)[first.kid].key == first.key
+
+
+@pytest.mark.parametrize("bad", ["", ".hidden", "-x", "_x", "a/b", "../up", "a b", "x" * 65, "ä"])
+def test_provision_refuses_bad_ids(keys_dir, bad):
+    with pytest.raises(KeyFileError, match="must be 1-64 characters"):
+        provision(bad, keys_dir)
+    assert not list(keys_dir.glob("*.key"))
+
+
+@pytest.mark.parametrize("perm", [0o644, 0o640, 0o604, 0o660, 0o601])
+def test_registry_refuses_readable_key_file(keys_dir, perm):
+    provision("ecg-001", keys_dir)
+    path = keys_dir / "ecg-001.key"
+    os.chmod(path, perm)
+    with pytest.raises(KeyFileError) as info:
+        load_registry(keys_dir)
+    assert str(info.value) == f"key file {path} is accessible by group/others (mode {perm:04o}); chmod 600 it"
+
+
+def write_key(keys_dir, name: str, body: str):
+    keys_dir.mkdir(mode=0o700, exist_ok=True)
+    path = keys_dir / f"{name}.key"
+    path.write_text(body)
+    os.chmod(path, 0o600)
+    return path
+
+
+GOOD = {"device": "d1", "kid": "01020304", "key": "00" * 16, "alg": 10}
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("not json", "is malformed (JSONDecodeError)"),
+    ("[]", "is malformed (TypeError)"),
+    (json.dumps({**GOOD, "kid": None}), "is malformed (TypeError)"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "key"}), "is malformed (KeyError)"),
+    (json.dumps({**GOOD, "key": "zz" * 16}), "is malformed (ValueError)"),
+    (json.dumps({**GOOD, "key": "00" * 15}), "need a 4-byte kid, a 16-byte key and alg 10"),
+    (json.dumps({**GOOD, "kid": "0102"}), "need a 4-byte kid, a 16-byte key and alg 10"),
+    (json.dumps({**GOOD, "alg": 11}), "need a 4-byte kid, a 16-byte key and alg 10"),
+    (json.dumps({**GOOD, "device": "d2"}), "holds device id 'd2'; it must be a valid id and the file's name"),
+    (json.dumps({**GOOD, "device": 7}), "holds device id 7; it must be a valid id and the file's name"),
+])
+def test_registry_refuses_malformed_files(keys_dir, body, reason):
+    path = write_key(keys_dir, "d1", body)
+    with pytest.raises(KeyFileError) as info:
+        load_registry(keys_dir)
+    assert str(info.value).startswith(f"key file {path}") and str(info.value).endswith(reason)
+    assert "00" * 16 not in str(info.value)
+
+
+def test_registry_refuses_a_key_file_with_an_invalid_device_id(keys_dir):
+    path = write_key(keys_dir, ".x", json.dumps({**GOOD, "device": ".x"}))
+    with pytest.raises(KeyFileError, match="holds device id '.x'"):
+        read_key_file(path)
+
+
+def test_registry_refuses_a_shared_kid(keys_dir):
+    a = provision("a", keys_dir)
+    write_key(keys_dir, "b", json.dumps({**GOOD, "device": "b", "kid": a.kid.hex()}))
+    with pytest.raises(KeyFileError, match=f"key id {a.kid.hex()} is used by both a and b"):
+        load_registry(keys_dir)
+
+
+def test_missing_directory_is_an_empty_registry(tmp_path):
+    assert load_registry(tmp_path / "none") == {}
+
+
+def test_key_not_in_repr(keys_dir):
+    entry = provision("ecg-001", keys_dir)
+    for text in (repr(entry), str(entry), repr(load_registry(keys_dir))):
+        assert entry.key.hex() not in text and repr(entry.key) not in text
+        assert "ecg-001" in text

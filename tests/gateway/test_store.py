@@ -1,0 +1,208 @@
+"""OutcomeStore: dispositions, dead-letter dedup, durability settings, full and read-only disks."""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qis.gateway.core import GatewayCore
+from qis.gateway.store import OutcomeStore, StoreError
+from qis.gateway.verify import open_outcome, seal_ack
+
+
+def rows(path: Path, sql: str) -> list:
+    """Query through a second, independent connection: sees only committed data."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def test_add_duplicate_conflict(store, registry, frames):
+    data = frames.compact("dev-a", 1)
+    outcome = open_outcome(data, registry)
+    assert store.add(outcome, data, "p0") == "stored"
+    assert store.add(outcome, data, "p1") == "duplicate"
+    assert store.add(outcome, data, "p0") == "duplicate"
+    other = frames.compact("dev-a", 1, label=9)
+    assert store.add(open_outcome(other, registry), other, "p0") == "conflict"
+    store.commit()
+    assert rows(store.path, "SELECT device, counter, label, duplicates, port, frame FROM outcomes") == [
+        ("dev-a", 1, 3, 2, "p0", data)]
+    assert store.counts() == {"frames_stored": 1, "duplicates": 2, "dead_letters": 0}
+
+
+def test_same_counter_on_two_devices_is_two_rows(store, registry, frames):
+    for device in ("dev-a", "dev-b"):
+        data = frames.compact(device, 1)
+        assert store.add(open_outcome(data, registry), data, "p") == "stored"
+    store.commit()
+    assert [(r["device"], r["counter"]) for r in store.outcomes()] == [("dev-a", 1), ("dev-b", 1)]
+
+
+def test_outcomes_rows(store, registry, frames):
+    data = frames.full("dev-b", 4)
+    store.add(open_outcome(data, registry), data, "p")
+    store.commit()
+    (row,) = list(store.outcomes())
+    assert row["fingerprint"] == frames.FULL_FP.hex() and row["topk"] == frames.TOPK
+    assert (row["device"], row["counter"], row["time"], row["profile"]) == ("dev-b", 4, frames.TIME, "full")
+
+
+def test_consumed_dead_letters_kept_once_per_device_counter(store):
+    assert store.dead_letter("bad version", b"x", "p", "dev-a", 5, consumed=True) == "stored"
+    assert store.dead_letter("bad version", b"x", "p", "dev-a", 5, consumed=True) == "duplicate"
+    assert store.dead_letter("bad version", b"x", "p", "dev-a", 6, consumed=True) == "stored"
+    assert store.dead_letter("bad version", b"x", "p", "dev-b", 5, consumed=True) == "stored"
+    # Unauthenticated refusals are not deduplicated: every one is evidence.
+    assert store.dead_letter("unknown key id", b"y", "p") == "stored"
+    assert store.dead_letter("unknown key id", b"y", "p") == "stored"
+    assert store.dead_letter("auth failed", b"z", "p", "dev-a", None) == "stored"
+    assert store.dead_letter("auth failed", b"z", "p", "dev-a", None) == "stored"
+    store.commit()
+    assert rows(store.path, "SELECT COUNT(*) FROM dead_letters WHERE consumed = 1") == [(3,)]
+    assert rows(store.path, "SELECT COUNT(*) FROM dead_letters") == [(7,)]
+    assert [d["frame"] for d in store.dead_letters()][:1] == [b"x".hex()]
+
+
+def test_only_committed_rows_are_visible(store, registry, frames):
+    first, second = frames.compact("dev-a", 1), frames.compact("dev-a", 2)
+    store.add(open_outcome(first, registry), first, "p")
+    store.commit()
+    store.add(open_outcome(second, registry), second, "p")
+    store.dead_letter("x", None, "p")
+    assert rows(store.path, "SELECT counter FROM outcomes") == [(1,)]
+    assert rows(store.path, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
+    store.rollback()
+    assert rows(store.path, "SELECT counter FROM outcomes") == [(1,)]
+    store.commit()
+    assert rows(store.path, "SELECT counter FROM outcomes") == [(1,)]
+
+
+def test_commit_survives_reopen(tmp_path, registry, frames):
+    data = frames.compact("dev-a", 1)
+    s = OutcomeStore(tmp_path / "gw.db")
+    s.add(open_outcome(data, registry), data, "p")
+    s.commit()
+    s._db.close()  # no close(): its implicit commit would hide a missing one
+    again = OutcomeStore(tmp_path / "gw.db")
+    assert [r["counter"] for r in again.outcomes()] == [1]
+    again.close()
+
+
+def test_wal_and_synchronous_full(store):
+    # synchronous is per connection, so it is read on the store's own connection.
+    assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert rows(store.path, "PRAGMA journal_mode") == [("wal",)]  # persistent in the file
+
+
+def feed(core: GatewayCore, port: str, frames_: list[bytes], wire) -> list[tuple[str, bytes]]:
+    core.receive(port, wire(*frames_))
+    return core.flush()
+
+
+def test_disk_full_withholds_acks_and_loses_nothing(store, registry, frames, devices, caplog):
+    """max_page_count is set on the store's own connection (store._db): the limit is per
+    connection, and it is the only portable way to make SQLite hit SQLITE_FULL."""
+    wire = frames.wire
+    core = GatewayCore(registry, store)
+    first = [frames.full("dev-a", c) for c in range(3)]
+    assert len(feed(core, "p", first, wire)) == 3
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    batch = [frames.full("dev-a", c) for c in range(3, 30)] + [frames.full("dev-b", 1)]
+    with caplog.at_level("ERROR", logger="qis.gateway"):
+        assert feed(core, "p", batch, wire) == []
+    assert "database or disk is full" in caplog.text
+    assert core.stats["commit_failures"] == 1
+    assert core.stats["acks_withheld"] >= 1  # the frames stored before the page limit hit
+    assert core.stats["acks_sent"] == 3
+    assert rows(store.path, "SELECT counter FROM outcomes ORDER BY counter") == [(0,), (1,), (2,)]
+    assert not store._db.in_transaction
+    # The disk has room again: the devices retransmit the same bytes and get every ACK.
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    acks = feed(core, "p", batch, wire)
+    assert [w for _, w in acks] == [wire(seal_ack(devices["dev-a"], c)) for c in range(3, 30)] + [
+        wire(seal_ack(devices["dev-b"], 1))]
+    assert rows(store.path, "SELECT COUNT(*), SUM(duplicates) FROM outcomes") == [(31, 0)]
+    assert core.stats["commit_failures"] == 1
+
+
+def test_disk_full_on_a_dead_letter(store, registry, frames):
+    wire = frames.wire
+    core = GatewayCore(registry, store)
+    feed(core, "p", [frames.compact("dev-a", 0)], wire)
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    bad = frames.sealed_fields("dev-a", 1, [2] + frames.compact_fields()[1:])  # authenticated, wrong version
+    for _ in range(60):  # enough dead letters (with their frames) to need a new page
+        core.receive_frame("p", bad[:50] + b"\x00")  # unauthenticated: never ACKed anyway
+    core.receive_frame("p", bad)
+    assert core.flush() == []
+    assert core.stats["commit_failures"] == 1
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    core.receive_frame("p", bad)
+    assert len(core.flush()) == 1
+    assert rows(store.path, "SELECT reason FROM dead_letters WHERE consumed = 1") == [
+        ("unsupported version 2 (this gateway speaks version 1)",)]
+
+
+def run_without_root_powers(code: str) -> subprocess.CompletedProcess:
+    """Run python code with ordinary file permission checks, also when the tests run as
+    root (root ignores chmod: the child drops CAP_DAC_OVERRIDE with capsh)."""
+    argv = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        capsh = shutil.which("capsh")
+        assert capsh, "running as root: capsh (libcap2-bin) is needed to drop CAP_DAC_OVERRIDE"
+        argv = [capsh, "--drop=cap_dac_override,cap_dac_read_search,cap_fowner", "--", "-c",
+                "exec " + shlex.join(argv)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+OPEN_AND_WRITE = """
+from qis.gateway.store import OutcomeStore, StoreError
+try:
+    OutcomeStore(%r)
+except StoreError as exc:
+    print("StoreError:", exc)
+"""
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_read_only_database_is_a_clear_error(tmp_path, what):
+    path = tmp_path / "ro" / "gw.db"
+    OutcomeStore(path).close()
+    os.chmod(path, 0o444)
+    if what == "directory":
+        os.chmod(path.parent, 0o555)
+    try:
+        r = run_without_root_powers(OPEN_AND_WRITE % str(path))
+    finally:
+        os.chmod(path.parent, 0o755)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"StoreError: cannot use database {path}: attempt to write a readonly database")
+
+
+def test_read_only_database_can_be_exported(tmp_path, registry, frames):
+    path = tmp_path / "gw.db"
+    s = OutcomeStore(path)
+    data = frames.compact("dev-a", 1)
+    s.add(open_outcome(data, registry), data, "p")
+    s.close()
+    os.chmod(path, 0o444)
+    r = run_without_root_powers(f"from qis.gateway.cli import main; raise SystemExit(main(['outcomes', 'export', '--db', {str(path)!r}]))")
+    assert r.returncode == 0, r.stderr
+    assert '"device":"dev-a","counter":1' in r.stdout
+
+
+def test_database_path_is_a_directory(tmp_path):
+    with pytest.raises(StoreError, match=f"database {tmp_path}"):
+        OutcomeStore(tmp_path)
