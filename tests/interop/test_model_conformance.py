@@ -1,0 +1,72 @@
+"""The reference ECG models (models/ecg_*): edge runtime vs onnxruntime on all 4,500 ECG5000
+test beats under MicroPython, a CPython subset, and the CNN inside a 64 KB MicroPython heap."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qis.tools import qem_format as F
+from qis.tools.model_check import check, micropython_memory, ort_reference, quantize_like_ort
+from qis.tools.qem_compile import compile_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = {"ecg_cnn": (ROOT / "models/ecg_cnn/model.int8.onnx", (-1, 1, 140)),
+          "ecg_mlp": (ROOT / "models/ecg_mlp/model.int8.onnx", (-1, 140)),
+          "ecg_mlp_qop": (ROOT / "models/ecg_mlp/model.qop.onnx", (-1, 140))}
+
+
+@pytest.fixture(scope="module")
+def beats() -> np.ndarray:
+    from qis.tools.ecg5000 import load_ecg5000
+
+    x, _y = load_ecg5000("test")
+    assert x.shape == (4500, 140)
+    return x
+
+
+def _require(path: Path) -> None:
+    if not path.exists():  # the models helper commits these; their absence is a failure
+        pytest.fail("reference model %s is missing: run `qis model train`" % path)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_all_test_beats_under_micropython(name, beats):
+    path, shape = MODELS[name]
+    _require(path)
+    res = check(path, beats.reshape(shape), "micropython")
+    print(json.dumps({name: {k: res[k] for k in ("n", "exact_fraction", "max_lsb_diff", "argmax_agreement")}}))
+    assert res["n"] == 4500
+    assert res["argmax_agreement"] == 1.0
+    assert res["exact_fraction"] >= 0.999
+    assert res["max_lsb_diff"] <= 1
+    assert set(res["outputs"]) == {"scores", "embedding"}
+
+
+@pytest.mark.parametrize("name", ["ecg_cnn", "ecg_mlp"])
+def test_subset_under_cpython(name, beats):
+    path, shape = MODELS[name]
+    _require(path)
+    res = check(path, beats[::30].reshape(shape), "cpython")
+    assert res["n"] == 150 and res["argmax_agreement"] == 1.0
+    assert res["exact_fraction"] >= 0.999 and res["max_lsb_diff"] <= 1
+
+
+def test_cnn_runs_in_a_64k_heap_without_allocating(beats):
+    path, shape = MODELS["ecg_cnn"]
+    _require(path)
+    qem, qm = compile_bytes(path)
+    name, tid = qm.inputs[0]
+    t = qm.tensors[tid]
+    x = beats[7:8].reshape(shape)
+    xq = quantize_like_ort(x, t.scale, t.zero_point, np.int8)
+    mem = micropython_memory(qem, xq, heap="64K")
+    print(json.dumps({"ecg_cnn_64k": {k: v for k, v in mem.items() if k != "output"},
+                      "arena_bytes": qm.arena_bytes, "scratch_bytes": 4 * qm.scratch_words, "file_bytes": len(qem)}))
+    ref = ort_reference(path, qm, {name: x})
+    first = qm.outputs[0][0]
+    assert mem["output"] == [int(v) for v in ref[first]["q"].reshape(-1)]
+    assert mem["run_heap_growth"] == 0
+    assert qm.outputs[0][2] & F.IOF_SOFTMAX
