@@ -35,6 +35,7 @@ class GatewayCore:
         self._by_device = {k.device: k for k in registry.values()}
         self._decoders: dict[str, stream.Decoder] = {}
         self._acks: list[tuple[str, bytes]] = []
+        self._uncommitted: Counter[str] = Counter()  # outcomes of the open transaction
         self._failed = False  # a write failed in this transaction: nothing in it is acknowledged
 
     def receive(self, port: str, data: bytes) -> None:
@@ -68,7 +69,7 @@ class GatewayCore:
             log.warning("dead letter from %s: %s", port, reason)
             self._write(self.store.dead_letter, reason, frame, port, outcome.device, outcome.counter)
         elif disposition:
-            self.stats[disposition] += 1
+            self._uncommitted[disposition] += 1
             self._ack(port, outcome.device, outcome.counter)
 
     def _write(self, method, *args):
@@ -89,6 +90,7 @@ class GatewayCore:
     def flush(self) -> list[tuple[str, bytes]]:
         """Commit what was received; return the (port, wire bytes) ACKs it made safe to send."""
         acks, self._acks = self._acks, []
+        done, self._uncommitted = self._uncommitted, Counter()
         try:
             if self._failed:
                 raise StoreError("a write failed")
@@ -100,5 +102,6 @@ class GatewayCore:
             log.error("commit failed; withholding %d ACKs (devices will retransmit): %s", len(acks), exc)
             self._failed = False
             return []
+        self.stats.update(done)
         self.stats["acks_sent"] += len(acks)
         return acks

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -35,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=3, help="emulated devices (default 3)")
     parser.add_argument("--frames", type=int, default=50, help="outcomes per device (default 50)")
     parser.add_argument("--profile", default="full", choices=["compact", "full"])
-    parser.add_argument("--model", default="rule", help="'rule' or an edge model .qem file")
+    parser.add_argument("--model", default="cnn", choices=["cnn", "mlp", "rule"],
+                        help="the devices' model: the int8 ECG5000 CNN (default), the MLP, or the RR rule")
     parser.add_argument("--bit-flip-rate", type=float, default=0.0, help="line noise: bit flips per byte")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="line noise: dropped bytes per byte")
     parser.add_argument("--workdir", type=Path, help="keep keys, database and device flash here")
@@ -177,12 +179,13 @@ def run(args: argparse.Namespace) -> int:
 
 def show(console: Console, devices: list[DeviceRun], summary: dict) -> None:
     table = Table(title="qis demo")
-    for col in ("device", "concluded", "acked", "transmissions", "premature beats"):
+    for col in ("device", "concluded", "acked", "transmissions", "labels (label: beats)"):
         table.add_column(col, justify="right")
     for dev in devices:
-        premature = sum(1 for label in dev.concluded.values() if label == 1)
+        labels = Counter(dev.concluded.values())
         table.add_row(dev.name, str(len(dev.concluded)), str(len(dev.acked)),
-                      str(dev.summary.get("transmissions", "-")), str(premature))
+                      str(dev.summary.get("transmissions", "-")),
+                      "  ".join(f"{label}: {n}" for label, n in sorted(labels.items())))
     console.print(table)
     console.print(
         f"stored {summary['frames_stored']} outcomes, {summary['duplicates']} retransmissions recognised, "

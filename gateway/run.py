@@ -12,7 +12,7 @@ from pathlib import Path
 from .core import GatewayCore
 from .ingest.serial import SerialIngest
 from .keys import KeyFileError, load_registry
-from .store import OutcomeStore
+from .store import OutcomeStore, StoreError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if not registry:
         print(f"qis gateway run: no device keys in {args.keys} (qis device provision first)", file=sys.stderr)
         return 1
-    store = OutcomeStore(args.db)
+    try:
+        store = OutcomeStore(args.db)
+    except StoreError as exc:
+        print(f"qis gateway run: {exc}", file=sys.stderr)
+        return 1
     core = GatewayCore(registry, store)
     try:
         asyncio.run(serve(core, SerialIngest(core, args.serial, args.baudrate), args.stats_interval))

@@ -47,21 +47,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", required=True, type=int, help="outcomes to conclude in this run")
     parser.add_argument("--profile", default="full", choices=["compact", "full"], help="frame profile")
     parser.add_argument("--state", type=Path, help="the device's flash (default var/devices/ID)")
-    parser.add_argument("--model", default="rule", help="'rule' (RR-interval rule) or a .qem edge model file")
+    parser.add_argument("--model", default="cnn", help="cnn (default), mlp, rule (RR-interval rule), or a .qem file")
+    parser.add_argument("--model-id", type=int, help="the frame's model id for a .qem file given by path")
     parser.add_argument("--offset", type=int, default=0, help="first replay sample (spreads devices over the record)")
     parser.add_argument("--heap", default="512K", help="MicroPython heap size (a board's RAM)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def prepare_state(state: Path, key_file: Path, profile: str, model: str) -> None:
+MODELS = {  # name -> (edge model file, frame model id)
+    "rule": ("rule", 1),
+    "mlp": (str(REPO / "models" / "ecg_mlp" / "model.qem"), 2),
+    "cnn": (str(REPO / "models" / "ecg_cnn" / "model.qem"), 3),
+}
+
+
+def resolve_model(name: str, model_id: int | None = None) -> tuple[str, int]:
+    """(file the device loads, model id in its frames) for a model name or a .qem path."""
+    if name in MODELS:
+        return MODELS[name]
+    if not Path(name).is_file():
+        raise FileNotFoundError(f"model {name!r} is neither one of {', '.join(MODELS)} nor a .qem file")
+    if model_id is None:
+        raise ValueError("a model given by path needs --model-id (the id its frames carry)")
+    return str(Path(name).resolve()), model_id
+
+
+def prepare_state(state: Path, key_file: Path, profile: str, model: str, model_id: int | None = None) -> None:
     """Create the device's flash directory and its config (key inside: mode 0600)."""
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     entry = read_key_file(key_file)
+    model_file, model_id = resolve_model(model, model_id)
     config = state / "config.json"
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"device": entry.device, "kid": entry.kid.hex(), "key": entry.key.hex(),
-                   "profile": profile, "model": model}, f)
+                   "profile": profile, "model": model_file, "model_id": model_id}, f)
     os.chmod(config, 0o600)
 
 
@@ -85,8 +105,8 @@ def device_env() -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     state = args.state or Path("var/devices") / args.id
     try:
-        prepare_state(state, key_path(args.keys, args.id), args.profile, args.model)
-    except (KeyFileError, FileNotFoundError) as exc:
+        prepare_state(state, key_path(args.keys, args.id), args.profile, args.model, args.model_id)
+    except (KeyFileError, FileNotFoundError, ValueError) as exc:
         print(f"qis device emulate: {exc}", file=sys.stderr)
         return 1
     fd = open_raw(args.serial)

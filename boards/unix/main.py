@@ -41,10 +41,10 @@ def unhex(text):
     return bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
 
 
-def load_model(name):
+def load_model(name, model_id):
     if name == "rule":
         return conclude.RuleModel()
-    return conclude.QemModel(name)
+    return conclude.QemModel(name, model_id)
 
 
 def main(argv):
@@ -52,7 +52,7 @@ def main(argv):
     with open(state + "/config.json") as f:
         config = json.load(f)
     prof = profile(config["profile"])
-    model = load_model(config.get("model", "rule"))
+    model = load_model(config["model"], config["model_id"])
     node = Node(CCM(unhex(config["key"])), unhex(config["kid"]), store.Counter(state), store.Outbox(state), prof)
     config = None  # the key is not kept around in plain sight
     simhash = SimHash(model.embedding_dim, prof.fingerprint_tables, prof.fingerprint_bits, seed=DOMAIN_ECG_BEAT)
