@@ -314,6 +314,16 @@ def model_card(m: dict) -> str:
         lines += [" ".join("%5d" % v for v in row) for row in t[k]["confusion"]]
         lines.append("```")
     lines += [
+        "", "## On the device", "",
+        "`model.qem` is the int8 model compiled for the edge runtime (`qis model compile "
+        "model.int8.onnx -o model.qem`; a test keeps the committed file current). Under the "
+        "MicroPython unix port it agrees with onnxruntime bit for bit on all 4,500 test beats "
+        "(`qis model check model.int8.onnx --data X.npz --runtime micropython`), so its accuracy "
+        "is the int8 column above. The emulated devices feed it beats cut from a 360 Hz MLII "
+        "recording (MIT-BIH record 208), negated to ECG5000's polarity: another patient and "
+        "another preprocessing, so expect a domain shift there (docs/EVIDENCE.md).",
+    ]
+    lines += [
         "", "## Reproduce", "",
         "```",
         "pip install -e '.[train]'            # or: pip install torch==%s" % tr["torch"].split("+")[0],

@@ -70,3 +70,11 @@ def test_cnn_runs_in_a_64k_heap_without_allocating(beats):
     assert mem["output"] == [int(v) for v in ref[first]["q"].reshape(-1)]
     assert mem["run_heap_growth"] == 0
     assert qm.outputs[0][2] & F.IOF_SOFTMAX
+
+
+@pytest.mark.parametrize("name", ["ecg_cnn", "ecg_mlp"])
+def test_committed_edge_models_match_the_compiler(name):
+    """The devices load models/<name>/model.qem: it must be what the compiler makes today."""
+    root = Path(__file__).resolve().parents[2] / "models" / name
+    fresh, _ = compile_bytes(root / "model.int8.onnx")
+    assert (root / "model.qem").read_bytes() == fresh, f"recompile: qis model compile {root}/model.int8.onnx -o {root}/model.qem"
