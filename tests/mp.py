@@ -2,21 +2,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from qis.tools.emulate import micropython_binary
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def micropython_binary() -> str:
-    """The micropython executable of this environment; a missing one is an install error."""
-    here = Path(sys.executable).parent / "micropython"
-    found = str(here) if here.exists() else shutil.which("micropython")
-    if not found:
-        raise RuntimeError("micropython not found: install the project (pip install -e '.[test]')")
-    return found
 
 
 def run_micropython(args: list[str], *, heap: str = "4M", timeout: float = 300,

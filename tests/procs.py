@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-from qis.tools.loopback import Loopback
 
 QIS = [sys.executable, "-m", "qis.gateway.cli"]
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from .qem_compile import compile_bytes
+from .emulate import micropython_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGE_FILES = ("__init__.py", "compat.py", "errors.py", "kernels.py", "model.py")
@@ -72,9 +72,6 @@ def _edge_copy(dest: Path, viper: bool) -> None:
 
 def measure(model: Path, runs: int = 2000, py_runs: int = 20) -> dict:
     """Run both variants under MicroPython; return the measured numbers."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from mp import micropython_binary
-
     qem, qm = compile_bytes(model)
     out: dict = {"model": str(model), "macs_per_inference": qm.macs}
     with tempfile.TemporaryDirectory() as tmp:

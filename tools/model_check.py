@@ -29,6 +29,7 @@ import onnx
 
 from . import qem_format as F
 from .qem_compile import CompileError, compile_bytes
+from .emulate import micropython_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,9 +135,6 @@ def run_cpython(qem: bytes, rows: np.ndarray) -> dict[str, np.ndarray]:
 
 def run_micropython(qem: bytes, rows: np.ndarray, heap: str = "256K", progress: bool = False) -> dict[str, np.ndarray]:
     """The edge runtime under the MicroPython unix port: inputs from a file, outputs streamed back."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from mp import micropython_binary
-
     with tempfile.TemporaryDirectory() as tmp:
         qp, ip, dp = Path(tmp, "m.qem"), Path(tmp, "x.bin"), Path(tmp, "driver.py")
         qp.write_bytes(qem)
@@ -197,9 +195,6 @@ main()
 def micropython_memory(qem: bytes, row: np.ndarray, heap: str = "64K") -> dict:
     """One inference under `micropython -X heapsize=HEAP`: model bytes after load, heap growth
     and micropython.mem_peak() delta of one run(), free heap, and the first output."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from mp import micropython_binary
-
     with tempfile.TemporaryDirectory() as tmp:
         qp, ip, dp = Path(tmp, "m.qem"), Path(tmp, "x.bin"), Path(tmp, "mem.py")
         qp.write_bytes(qem)

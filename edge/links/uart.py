@@ -1,5 +1,6 @@
 # UART link: moves bytes, nothing else. On a board it wraps machine.UART; on the unix port
-# (emulation) it wraps the process's stdin/stdout, which the host connects to a pty.
+# (emulation) the process's stdin/stdout, which the host connects to a pty; on a CPython
+# host (Raspberry Pi) a pyserial port.
 #
 # read() returns a memoryview into one preallocated buffer, reused by the next read().
 import select
@@ -17,6 +18,7 @@ class UartLink:
         self._poll = select.poll()
         self._poll.register(rx, select.POLLIN)
         self._has_any = hasattr(rx, "any")  # machine.UART knows how many bytes wait
+        self._has_in_waiting = hasattr(rx, "in_waiting")  # so does pyserial
         self.closed = False
 
     def write(self, data):
@@ -34,6 +36,10 @@ class UartLink:
             return None
         if self._has_any:
             n = self._rx.readinto(self._buf, min(self._rx.any(), len(self._buf))) or 0
+            return self._view[:n] if n else None
+        if self._has_in_waiting:
+            n = self._rx.readinto(self._view[: min(self._rx.in_waiting, len(self._buf))]) or 0
+            self.closed = n == 0 and not self._rx.is_open
             return self._view[:n] if n else None
         # A plain stream blocks until its whole buffer is filled, so take what is
         # ready one byte at a time while poll says more is waiting.

@@ -32,3 +32,18 @@ def test_demo_stores_every_frame_exactly_once(tmp_path):
         secret = json.loads(key_file.read_text())["key"]
         assert secret not in proc.stdout + proc.stderr + export.stdout
         assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_demo_compact_frames_with_the_rr_rule(tmp_path):
+    import sqlite3
+
+    proc = subprocess.run([*QIS, "demo", "--devices", "2", "--frames", "30", "--profile", "compact", "--model", "rule",
+                           "--json", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (summary["frames_stored"], summary["frames_acked"], summary["dead_letters"]) == (60, 60, 0)
+    assert summary["rows_match"] is True
+    con = sqlite3.connect(tmp_path / "outcomes.db")
+    sizes = {n for (n,) in con.execute("SELECT length(frame) FROM outcomes")}
+    models = {m for (m,) in con.execute("SELECT model FROM outcomes")}
+    assert sizes == {51} and models == {1}  # one LoRaWAN DR0 payload each; model 1 = RR rule

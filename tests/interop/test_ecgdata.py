@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import shutil
-from array import array
 from pathlib import Path
 
 import numpy as np
