@@ -216,6 +216,18 @@ class Model:
         except KeyError:
             raise ModelError("model has no output %r (outputs: %s)" % (name, ", ".join(self._output_order)))
 
+    def bind_output(self, name, buf):
+        """Make run() write output `name` into the caller's array from now on.
+
+        buf must have the output's typecode ('b' int8, 'B' uint8, 'i' int32) and length;
+        output(name) then returns buf.
+        """
+        tid, flags, dst = self._out(name)
+        _check(len(buf) == len(dst), "output %s holds %d values, the buffer %d", name, len(dst), len(buf))
+        if hasattr(buf, "typecode"):  # CPython; MicroPython arrays do not expose it
+            _check(buf.typecode == dst.typecode, "output %s needs an array('%s')", name, dst.typecode)
+        self._outputs[name] = (tid, flags, buf)
+
     def output(self, name):
         """The int8/uint8/int32 array of output `name` (REUSED: overwritten by the next run())."""
         return self._out(name)[2]

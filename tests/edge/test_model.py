@@ -144,3 +144,19 @@ def test_model_from_a_file_on_disk_and_api_errors():
         assert "1 values" in str(e)
     finally:
         rmtree(d)
+
+
+def test_outputs_go_to_caller_provided_buffers():
+    from array import array
+
+    m = model.Model(vector_path("models/tiny_cnn.qem"))
+    first = m.output_names()[0]
+    m.quantize_input([0.25 * ((i % 7) - 3) for i in range(m.input_size())])
+    m.run()
+    expected = list(m.output(first))
+    mine = array("b", bytes(len(expected)))
+    m.bind_output(first, mine)
+    m.run()
+    assert m.output(first) is mine
+    assert list(mine) == expected
+    raises(errors.ModelError, m.bind_output, first, array("b", bytes(len(expected) + 1)))
