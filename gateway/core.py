@@ -58,19 +58,26 @@ class GatewayCore:
         except Rejected as r:
             log.info("dead letter from %s: %s", port, r.reason)
             self.stats["rejected"] += 1
-            done = self._write(self.store.dead_letter, r.reason, frame, port, r.device, r.counter, r.authenticated)
-            if done and r.authenticated:
-                self._ack(port, r.device, r.counter)
+            disposition = self._write(self.store.dead_letter, r.reason, frame, port, r.device, r.counter,
+                                      r.authenticated)
+            if r.authenticated:
+                self._settle(port, r.device, r.counter, frame, disposition)
             return
         disposition = self._write(self.store.add, outcome, frame, port)
+        if disposition == "stored":
+            self._uncommitted["stored"] += 1
+        self._settle(port, outcome.device, outcome.counter, frame, disposition)
+
+    def _settle(self, port: str, device: str, counter: int, frame: bytes, disposition: str | None) -> None:
+        """ACK an authenticated frame once it is recorded; a counter reused with other bytes is refused."""
         if disposition == "conflict":
-            reason = (f"replayed counter {outcome.counter} of {outcome.device} with different content"
-                      " (nonce reuse or stolen key)")
+            reason = f"replayed counter {counter} of {device} with different content (nonce reuse or stolen key)"
             log.warning("dead letter from %s: %s", port, reason)
-            self._write(self.store.dead_letter, reason, frame, port, outcome.device, outcome.counter)
+            self._write(self.store.dead_letter, reason, frame, port, device, counter)
         elif disposition:
-            self._uncommitted[disposition] += 1
-            self._ack(port, outcome.device, outcome.counter)
+            if disposition == "duplicate":
+                self._uncommitted["duplicate"] += 1
+            self._ack(port, device, counter)
 
     def _write(self, method, *args):
         """Run one store write; on a database error, fail the whole open transaction."""

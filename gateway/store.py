@@ -3,9 +3,10 @@
 Rules:
 - WAL journal with ``synchronous=FULL``: once ``commit()`` returns, the rows survive a
   process kill and a power cut. The gateway acknowledges a frame only after that.
-- (device, counter) is unique among outcomes. A retransmission (the identical frame) is
-  counted on the existing row and reported as a duplicate; the same (device, counter) with
-  different bytes can only come from a nonce reuse or a stolen key, and is a conflict.
+- A (device, counter) is claimed once, by a stored outcome or a consumed dead letter. A
+  retransmission (the identical frame) is reported as a duplicate (and counted on an
+  outcome's row); the same (device, counter) with different bytes, in either table, can
+  only come from a nonce reuse or a stolen key, and is a conflict.
 - Every refused frame goes to dead_letters with its reason. Refused frames that did
   authenticate are "consumed": recorded once per (device, counter) and acknowledged.
 """
@@ -101,38 +102,46 @@ class OutcomeStore:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
 
+    def _claimed(self, device: str, counter: int) -> bytes | None:
+        """The frame that already holds (device, counter): a stored outcome or a consumed dead letter."""
+        row = self._db.execute("SELECT frame FROM outcomes WHERE device = ? AND counter = ?", (device, counter)).fetchone()
+        if row is None:
+            row = self._db.execute("SELECT frame FROM dead_letters WHERE consumed = 1 AND device = ? AND counter = ?",
+                                   (device, counter)).fetchone()
+        return None if row is None else row[0]
+
     def add(self, outcome: Outcome, frame: bytes, port: str) -> Disposition:
         """Record an outcome (uncommitted until commit())."""
         self._begin()
-        cur = self._db.execute(
-            "INSERT OR IGNORE INTO outcomes (device, counter, time, model, domain, label, confidence,"
+        claimed = self._claimed(outcome.device, outcome.counter)
+        if claimed is not None:
+            if claimed != frame:
+                return "conflict"
+            self._db.execute("UPDATE outcomes SET duplicates = duplicates + 1 WHERE device = ? AND counter = ?",
+                             (outcome.device, outcome.counter))
+            return "duplicate"
+        self._db.execute(
+            "INSERT INTO outcomes (device, counter, time, model, domain, label, confidence,"
             " fingerprint, topk, profile, frame, port, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (outcome.device, outcome.counter, outcome.time, outcome.model, outcome.domain, outcome.label,
              outcome.confidence, outcome.fingerprint, _json(outcome.topk), outcome.profile, frame, port, time.time()),
         )
-        if cur.rowcount == 1:
-            return "stored"
-        (stored_frame,) = self._db.execute(
-            "SELECT frame FROM outcomes WHERE device = ? AND counter = ?", (outcome.device, outcome.counter)
-        ).fetchone()
-        if stored_frame != frame:
-            return "conflict"
-        self._db.execute(
-            "UPDATE outcomes SET duplicates = duplicates + 1 WHERE device = ? AND counter = ?",
-            (outcome.device, outcome.counter),
-        )
-        return "duplicate"
+        return "stored"
 
     def dead_letter(self, reason: str, frame: bytes | None, port: str, device: str | None = None,
-                    counter: int | None = None, consumed: bool = False) -> Literal["stored", "duplicate"]:
-        """Record a refused frame; a consumed one is kept once per (device, counter)."""
+                    counter: int | None = None, consumed: bool = False) -> Disposition:
+        """Record a refused frame; a consumed one claims its (device, counter) like an outcome."""
         self._begin()
-        cur = self._db.execute(
-            "INSERT OR IGNORE INTO dead_letters (received_at, port, reason, device, counter, consumed, frame)"
+        if consumed and device is not None and counter is not None:
+            claimed = self._claimed(device, counter)
+            if claimed is not None:
+                return "duplicate" if claimed == frame else "conflict"
+        self._db.execute(
+            "INSERT INTO dead_letters (received_at, port, reason, device, counter, consumed, frame)"
             " VALUES (?,?,?,?,?,?,?)",
             (time.time(), port, reason, device, counter, int(consumed), frame),
         )
-        return "stored" if cur.rowcount == 1 else "duplicate"
+        return "stored"
 
     def commit(self) -> None:
         """Make every write since the last commit durable."""

@@ -63,7 +63,7 @@ def test_device_killed_mid_stream_and_restarted(tmp_path, keys, line):
         wait_until(lambda: len(first.acked()) >= 30, what="30 ACKs")
         first.kill()  # power loss: the device's RAM is gone, its flash (state dir) stays
         acked_before = set(first.acked())
-        left_in_outbox = len(outbox(state))
+        left_on_flash = {int(name[:-2], 16) for name in outbox(state)}
         second = Device(line.a_path, "dev-a", keys, state, frames=50)
         summary = second.wait()
     finally:
@@ -73,6 +73,10 @@ def test_device_killed_mid_stream_and_restarted(tmp_path, keys, line):
     all_acked = set(second.acked())  # acked.log accumulates over both runs
     assert acked_before <= all_acked <= stored
     assert outbox(state) == []
-    # what was concluded before the kill and waiting in the outbox was delivered after reboot
-    assert len(stored) == len(acked_before) + left_in_outbox + 50
+    # what was waiting on flash at the kill was delivered after the reboot
+    assert left_on_flash <= stored
+    # Besides those and the 50 new frames, the database may hold up to one window (4) of
+    # frames whose ACK the device took in the instant of the kill, before the host logged it.
+    known = len(acked_before | left_on_flash) + 50
+    assert known <= len(stored) <= known + 4
     assert not [r for r in dead_letters(db) if "replayed counter" in r]

@@ -116,3 +116,37 @@ def test_log_lines_carry_no_key_material(core, frames, devices, caplog):
     for d in devices.values():
         assert d.key.hex() not in caplog.text and d.key.hex().upper() not in caplog.text
         assert repr(d.key) not in caplog.text
+
+
+def _replays(store) -> list:
+    return committed(store, "SELECT device, counter FROM dead_letters WHERE reason LIKE 'replayed counter%'")
+
+
+def test_counter_of_a_consumed_dead_letter_cannot_be_reused_by_an_outcome(core, store, frames):
+    bad = frames.sealed_fields("dev-a", 11, [1, 1] + frames.compact_fields()[2:6] + [256, frames.COMPACT_FP])
+    core.receive("p", frames.wire(bad))
+    assert len(core.flush()) == 1  # refused but recorded: acknowledged
+    core.receive("p", frames.wire(frames.compact("dev-a", 11)))  # a valid frame under the same nonce
+    assert core.flush() == []
+    assert committed(store, "SELECT COUNT(*) FROM outcomes") == [(0,)]
+    assert _replays(store) == [("dev-a", 11)]
+
+
+def test_counter_of_an_outcome_cannot_be_reused_by_an_invalid_frame(core, store, frames):
+    core.receive("p", frames.wire(frames.compact("dev-a", 12)))
+    assert len(core.flush()) == 1
+    bad = frames.sealed_fields("dev-a", 12, [1, 1] + frames.compact_fields()[2:6] + [256, frames.COMPACT_FP])
+    core.receive("p", frames.wire(bad))
+    assert core.flush() == []
+    assert _replays(store) == [("dev-a", 12)]
+    assert committed(store, "SELECT counter, duplicates FROM outcomes") == [(12, 0)]
+
+
+def test_two_different_invalid_frames_under_one_counter(core, store, frames):
+    first = frames.sealed_fields("dev-a", 13, [1, 1] + frames.compact_fields()[2:6] + [256, frames.COMPACT_FP])
+    second = frames.sealed_fields("dev-a", 13, [2, 1] + frames.compact_fields()[2:8])
+    core.receive("p", frames.wire(first))
+    assert len(core.flush()) == 1
+    core.receive("p", frames.wire(second))
+    assert core.flush() == []
+    assert _replays(store) == [("dev-a", 13)]
