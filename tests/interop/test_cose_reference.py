@@ -20,27 +20,11 @@ from pycose.keys import SymmetricKey
 from pycose.keys.keyparam import KpBaseIV
 from pycose.messages import Enc0Message
 
-from mp import ROOT, run_mp_code
+from mp import ROOT, mp_lines, pycose_open
 
 VECTORS = ROOT / "tests" / "vectors"
 UPLINK_IV = b"\x01" + bytes(12)
 DOWNLINK_IV = b"\x02" + bytes(12)
-
-
-def _mp_lines(code: str, stdin: bytes | None = None) -> list[str]:
-    """Run code under MicroPython; its stdout lines (failing the test on a non-zero exit)."""
-    proc = run_mp_code(code, input=stdin, heap="8M")
-    out = proc.stdout.decode()
-    assert proc.returncode == 0, out + proc.stderr.decode()
-    return out.split()
-
-
-def _pycose_open(message: bytes, key: bytes, base_iv: bytes) -> Enc0Message:
-    # Enc0Message.decode() takes only tagged messages, and with cbor2 6 (tagged arrays decode
-    # to tuples) it refuses every message; from_cose_obj() is its untagged entry point.
-    msg = Enc0Message.from_cose_obj(cbor2.loads(message), True)
-    msg.key = SymmetricKey(k=key, optional_params={KpBaseIV: base_iv})
-    return msg
 
 
 def _pycose_seal(key: bytes, kid: bytes, piv: bytes, plaintext: bytes, base_iv: bytes) -> bytes:
@@ -78,7 +62,7 @@ def test_cose_vector_file_matches_pycose_and_cryptography() -> None:
     for v in json.loads((VECTORS / "cose.json").read_text())["vectors"]:
         key, kid, piv, biv, pt, message = (
             bytes.fromhex(v[k]) for k in ("key", "kid", "piv", "base_iv", "plaintext", "message"))
-        assert _pycose_open(message, key, biv).decrypt() == pt, v["name"]
+        assert pycose_open(message, key, biv).decrypt() == pt, v["name"]
         assert _reference_open(message, key, biv) == (kid, piv, pt), v["name"]
         assert message == _pycose_seal(key, kid, piv, pt, biv), v["name"]
 
@@ -100,16 +84,16 @@ for i, n in enumerate(sizes):
 
 
 def test_micropython_sealed_messages_open_in_pycose_and_cryptography() -> None:
-    lines = _mp_lines(MP_SEAL_BATCH)
+    lines = mp_lines(MP_SEAL_BATCH)
     assert len(lines) == 54
     sizes = set()
     for line in lines:
         key, kid, piv, iv, pt, message = (bytes.fromhex(x) for x in line.split(","))
-        assert _pycose_open(message, key, iv).decrypt() == pt
+        assert pycose_open(message, key, iv).decrypt() == pt
         assert _reference_open(message, key, iv) == (kid, piv, pt)
         other_iv = DOWNLINK_IV if iv == UPLINK_IV else UPLINK_IV
         with pytest.raises(InvalidTag):  # the oracle does check: the other direction's IV fails
-            _pycose_open(message, key, other_iv).decrypt()
+            pycose_open(message, key, other_iv).decrypt()
         sizes.add(len(pt))
     assert min(sizes) == 0 and max(sizes) == 500
 
@@ -143,7 +127,7 @@ def test_pycose_sealed_messages_open_under_micropython() -> None:
         cases.append({"key": key.hex(), "message": forged.hex(), "base_iv": iv.hex()})
         cases.append({"key": key.hex(), "message": message.hex(), "base_iv": (DOWNLINK_IV if iv == UPLINK_IV else UPLINK_IV).hex()})
         expected += ["AuthError", "AuthError"]
-    assert _mp_lines(MP_OPEN_BATCH, json.dumps(cases).encode()) == expected
+    assert mp_lines(MP_OPEN_BATCH, json.dumps(cases).encode()) == expected
 
 
 MP_CCM_BATCH = """
@@ -161,7 +145,7 @@ for tag_len, nonce_len, pt_len, aad_len in %r:
 def test_micropython_ccm_matches_cryptography(aad_len: int) -> None:
     # AAD of 0xFF00 bytes and more switches to the 6-byte length encoding (RFC 3610 2.2).
     params = [(t, nl, pl, aad_len) for t in (4, 8, 16) for nl in (7, 13) for pl in (0, 1, 16, 31, 300, 1100)]
-    lines = _mp_lines(MP_CCM_BATCH % (params,))
+    lines = mp_lines(MP_CCM_BATCH % (params,))
     assert len(lines) == len(params)
     for line in lines:
         *fields, tag_len = line.split(",")

@@ -20,11 +20,8 @@ import pycddl
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-from pycose.keys import SymmetricKey
-from pycose.keys.keyparam import KpBaseIV
-from pycose.messages import Enc0Message
 
-from mp import ROOT, run_mp_code
+from mp import ROOT, mp_lines, pycose_open
 from qis.edge import frame as edge_frame
 from qis.edge.ccm import CCM
 from qis.gateway.keys import DeviceKey
@@ -45,25 +42,8 @@ U32 = 0xFFFFFFFF
 # the schema still has one, validate the protected header as a 3-byte bstr instead; every
 # frame check below also compares the header bytes exactly.
 _CDDL = (ROOT / "docs" / "protocol.cddl").read_text()
-_CDDL_PYCDDL = _CDDL.replace("protected: h'a1010a',", "protected: bstr .size 3,")
-FRAME_SCHEMA = pycddl.Schema(_CDDL_PYCDDL)  # pycddl validates against the first rule: frame
-PLAINTEXT_SCHEMA = pycddl.Schema("root = plaintext\n" + _CDDL_PYCDDL)
-
-
-def _mp_lines(code: str, stdin: bytes | None = None) -> list[str]:
-    """Run code under MicroPython; its stdout lines (failing the test on a non-zero exit)."""
-    proc = run_mp_code(code, input=stdin, heap="8M")
-    out = proc.stdout.decode()
-    assert proc.returncode == 0, out + proc.stderr.decode()
-    return out.splitlines()
-
-
-def _pycose_open(message: bytes, key: bytes, base_iv: bytes) -> bytes:
-    # Enc0Message.decode() takes only tagged messages, and with cbor2 6 (tagged arrays decode
-    # to tuples) it refuses every message; from_cose_obj() is its untagged entry point.
-    msg = Enc0Message.from_cose_obj(cbor2.loads(message), True)
-    msg.key = SymmetricKey(k=key, optional_params={KpBaseIV: base_iv})
-    return msg.decrypt()
+FRAME_SCHEMA = pycddl.Schema(_CDDL)  # pycddl validates against the first rule: frame
+PLAINTEXT_SCHEMA = pycddl.Schema("root = plaintext\n" + _CDDL)
 
 
 def _split_plaintext(plaintext: bytes) -> tuple[bytes, object]:
@@ -166,7 +146,7 @@ def sealed_outcomes() -> tuple[list[dict], list[str]]:
     """Every random case sealed by one MicroPython process: (cases, output lines)."""
     fits, too_big = _outcome_cases()
     cases = fits + too_big
-    lines = _mp_lines(MP_SEAL_OUTCOMES, json.dumps(cases).encode())
+    lines = mp_lines(MP_SEAL_OUTCOMES, json.dumps(cases).encode())
     assert len(lines) == len(cases)
     return cases, lines
 
@@ -197,7 +177,7 @@ def test_micropython_outcome_frames_against_every_oracle(sealed_outcomes) -> Non
         message = bytes.fromhex(line)
         _check_frame_shape(message, kid, counter, size, ct_head)
 
-        plaintext = _pycose_open(message, key, UPLINK_IV)
+        plaintext = pycose_open(message, key, UPLINK_IV).decrypt()
         assert len(plaintext) == pt_len
         encoded, item = _split_plaintext(plaintext)
         PLAINTEXT_SCHEMA.validate_cbor(encoded)
@@ -276,7 +256,7 @@ def test_gateway_acks_open_under_micropython_and_match_its_own() -> None:
         cases.append((device, counter, ack))
     payload = [{"key": d.key.hex(), "kid": d.kid.hex(), "ack": a.hex(), "flip": 19 + rng.randrange(13)}
                for d, _, a in cases]
-    lines = _mp_lines(MP_ACKS, json.dumps(payload).encode())
+    lines = mp_lines(MP_ACKS, json.dumps(payload).encode())
     assert len(lines) == len(cases)
     for (device, counter, ack), line in zip(cases, lines):
         got_counter, mp_ack, errs = line.split()
@@ -284,13 +264,13 @@ def test_gateway_acks_open_under_micropython_and_match_its_own() -> None:
         assert bytes.fromhex(mp_ack) == ack  # both sides seal the identical bytes
         assert errs == "FrameError,AuthError"  # another device's kid; a flipped ciphertext bit
         _check_frame_shape(ack, device.kid, counter, *ACK[:2])
-        plaintext = _pycose_open(ack, device.key, DOWNLINK_IV)
+        plaintext = pycose_open(ack, device.key, DOWNLINK_IV).decrypt()
         assert plaintext == bytes.fromhex("8201020000")
         encoded, item = _split_plaintext(plaintext)
         PLAINTEXT_SCHEMA.validate_cbor(encoded)
         assert item == [1, 2]
         with pytest.raises(InvalidTag):  # the uplink nonce space does not open an ACK
-            _pycose_open(ack, device.key, UPLINK_IV)
+            pycose_open(ack, device.key, UPLINK_IV).decrypt()
 
 
 # --- golden vectors, re-derived from PROTOCOL.md with cryptography and cbor2 -----------------
@@ -369,7 +349,7 @@ def test_node_never_repeats_a_nonce_across_reboots(tmp_path: Path) -> None:
     rng = random.Random(0x1107)
     key, kid = rng.randbytes(16), rng.randbytes(4)
     boots, per_boot = 6, 17  # 102 outcomes, 5 reboots in between
-    lines = _mp_lines(MP_NODE % {"dir": str(tmp_path), "key": key.hex(), "kid": kid.hex(),
+    lines = mp_lines(MP_NODE % {"dir": str(tmp_path), "key": key.hex(), "kid": kid.hex(),
                                  "boots": boots, "per_boot": per_boot})
     sealed: list[tuple[int, int, bytes]] = []
     pending: dict[int, list[tuple[int, bytes]]] = {}
