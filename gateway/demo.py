@@ -30,6 +30,8 @@ from .keys import provision
 from .run import store_counts
 
 REPLAY_SAMPLES = 108000
+ECG5000_CLASSES = ["normal", "R-on-T PVC", "PVC", "SP/EB", "unclassified"]
+LABEL_NAMES = {"cnn": ECG5000_CLASSES, "mlp": ECG5000_CLASSES, "rule": ["normal", "premature"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "elapsed_s": round(elapsed, 2),
         "workdir": str(workdir),
     }
-    show(console, devices, summary)
+    show(console, devices, summary, LABEL_NAMES[args.model])
     for dev in devices:
         for err in dev.errors[:5]:
             console.print(f"[red]{dev.name}: {err}")
@@ -177,15 +179,16 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def show(console: Console, devices: list[DeviceRun], summary: dict) -> None:
+def show(console: Console, devices: list[DeviceRun], summary: dict, names: list[str]) -> None:
     table = Table(title="qis demo")
-    for col in ("device", "concluded", "acked", "transmissions", "labels (label: beats)"):
+    for col in ("device", "concluded", "acked", "transmissions"):
         table.add_column(col, justify="right")
+    table.add_column("conclusions")
     for dev in devices:
         labels = Counter(dev.concluded.values())
         table.add_row(dev.name, str(len(dev.concluded)), str(len(dev.acked)),
                       str(dev.summary.get("transmissions", "-")),
-                      "  ".join(f"{label}: {n}" for label, n in sorted(labels.items())))
+                      ", ".join(f"{n} {names[label]}" for label, n in sorted(labels.items())))
     console.print(table)
     console.print(
         f"stored {summary['frames_stored']} outcomes, {summary['duplicates']} retransmissions recognised, "
