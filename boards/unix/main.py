@@ -5,11 +5,11 @@
 # (int16 samples at 360 Hz) from OFFSET, looping. Events go to stderr as JSON lines.
 import json
 import sys
-import time
 from array import array
 
 from edge import app, conclude, store
 from edge.ccm import CCM
+from edge.compat import ticks_ms, time_s
 from edge.fingerprint import SimHash
 from edge.frame import profile
 from edge.links.uart import UartLink
@@ -58,7 +58,7 @@ def main(argv):
     simhash = SimHash(model.embedding_dim, prof.fingerprint_tables, prof.fingerprint_bits, seed=DOMAIN_ECG_BEAT)
     link = UartLink(sys.stdin.buffer, sys.stdout.buffer)
     return app.run(node, link, replay(replay_path, offset), model, simhash, frames, DOMAIN_ECG_BEAT,
-                   time.ticks_ms, lambda: int(time.time()), report)
+                   ticks_ms, time_s, report)
 
 
 try:
