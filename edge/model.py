@@ -14,14 +14,9 @@ import struct
 from array import array
 
 from . import kernels
+from .compat import const
 from .errors import ModelError
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
 
 
 VERSION = const(1)

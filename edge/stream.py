@@ -17,16 +17,10 @@
 #   do not matter: byte by byte or all at once give the same events.
 import binascii
 import struct
-import sys
 
+from .compat import IS_MICROPYTHON, const, micropython
 from .errors import EncodeError, QisError
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
 
 
 MAX_PAYLOAD = const(1024)  # default largest payload, in bytes
@@ -94,8 +88,7 @@ def _unstuff_py(buf, n):
 _stuff = _stuff_py
 _unstuff = _unstuff_py
 
-if sys.implementation.name == "micropython":
-    import micropython
+if IS_MICROPYTHON:
 
     @micropython.viper
     def _stuff(buf: ptr8, d: int, m: int) -> int:

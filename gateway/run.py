@@ -58,14 +58,15 @@ def run(args: argparse.Namespace) -> int:
     core = GatewayCore(registry, store)
     try:
         asyncio.run(serve(core, SerialIngest(core, args.serial, args.baudrate), args.stats_interval))
+        print(json.dumps({**dict(core.stats), **store.counts()}), file=sys.stderr)
     finally:
         store.close()
-    print(json.dumps({**dict(core.stats), **store_counts(args.db)}), file=sys.stderr)
     return 0
 
 
 def store_counts(db: Path) -> dict[str, int]:
-    store = OutcomeStore(db)
+    """Row counts of a gateway database, read-only (safe beside a running gateway)."""
+    store = OutcomeStore(db, readonly=True)
     try:
         return store.counts()
     finally:
