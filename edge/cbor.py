@@ -4,6 +4,11 @@
 # `dumps` writes only the deterministic form; `loads` accepts only the deterministic form and
 # raises DecodeError (naming the problem and the byte offset) for anything else.
 # Stateless: no module-level buffers, so both functions are safe to call from anywhere.
+#
+# The decoder is safe on hostile input: time and memory are linear in the input (every
+# length is checked against the bytes left before anything is allocated, nesting is
+# bounded by MAX_DEPTH, map keys are only ints and strings, so nothing composite is
+# hashed), and with tags=False it refuses every tag, as the protocol's schemas do.
 import struct
 
 from .compat import const, micropython, ptr8
@@ -196,26 +201,33 @@ def _encode(out, v, depth):
 # ---------------------------------------------------------------------------- decoding
 
 
-def loads(data):
+def loads(data, tags=True):
     """The value encoded by data (bytes, bytearray or memoryview), which must be exactly one
-    deterministically encoded CBOR item of the subset; DecodeError otherwise."""
+    deterministically encoded CBOR item of the subset; DecodeError otherwise. With
+    tags=False a tag anywhere is refused."""
+    value, pos = loads_prefix(data, tags)
+    if pos != len(data):
+        raise DecodeError("cbor: %d trailing bytes at offset %d" % (len(data) - pos, pos))
+    return value
+
+
+def loads_prefix(data, tags=True):
+    """(value, end): the one item at the start of data and the offset just past it; the
+    bytes after it are not looked at (a padded plaintext)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         name = type(data).__name__
         raise DecodeError("cbor: expected bytes, bytearray or memoryview, got %s" % name)
     mv = memoryview(data)
     if getattr(mv, "itemsize", 1) != 1:
         raise DecodeError("cbor: expected a byte buffer, got items of %d bytes" % mv.itemsize)
-    value, pos = _decode(mv, 0, 0)
-    if pos != len(mv):
-        raise DecodeError("cbor: %d trailing bytes at offset %d" % (len(mv) - pos, pos))
-    return value
+    return _decode(mv, 0, 0, tags)
 
 
 def _fail(what, pos):
     raise DecodeError("cbor: %s at offset %d" % (what, pos))
 
 
-def _decode(mv, pos, depth):
+def _decode(mv, pos, depth, tags):
     """Decode the item at mv[pos]; return (value, offset just past it)."""
     end = len(mv)
     if pos >= end:
@@ -277,7 +289,9 @@ def _decode(mv, pos, depth):
     if depth > MAX_DEPTH:
         _fail("nesting deeper than %d" % MAX_DEPTH, pos)
     if major == _MT_TAG:
-        value, nxt = _decode(mv, nxt, depth)
+        if not tags:
+            _fail("tags are not allowed here (tag %d)" % arg, pos)
+        value, nxt = _decode(mv, nxt, depth, tags)
         return Tag(arg, value), nxt
     if arg > end - nxt:  # every item takes at least one byte: refuse before allocating
         _fail("truncated input: %s of %d items, %d bytes left"
@@ -285,21 +299,21 @@ def _decode(mv, pos, depth):
     if major == _MT_ARRAY:
         items = []
         for _ in range(arg):
-            value, nxt = _decode(mv, nxt, depth)
+            value, nxt = _decode(mv, nxt, depth, tags)
             items.append(value)
         return items, nxt
     result = {}
     prev = None
     for _ in range(arg):
         kpos = nxt
-        key, nxt = _decode(mv, nxt, depth)
+        key, nxt = _decode(mv, nxt, depth, tags)
         if key is True or key is False or not isinstance(key, (int, str, bytes)):
             _fail("unsupported map key type %s" % type(key).__name__, kpos)
         kb = bytes(mv[kpos:nxt])
         if prev is not None and kb <= prev:
             _fail("duplicate map key" if kb == prev else "map keys out of order", kpos)
         prev = kb
-        value, nxt = _decode(mv, nxt, depth)
+        value, nxt = _decode(mv, nxt, depth, tags)
         result[key] = value
     return result, nxt
 

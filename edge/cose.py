@@ -72,37 +72,57 @@ def encrypt0(ccm, kid, piv, plaintext, base_iv, out=None):
     return bytes(buf) if out is None else mv[: h + n]
 
 
+def _bstr_at(data, pos, what):
+    """(start, end) of the byte string whose shortest-form head is at data[pos]."""
+    n = len(data)
+    ib = data[pos] if pos < n else -1
+    if 0x40 <= ib <= 0x57:
+        size, start = ib - 0x40, pos + 1
+    elif ib == 0x58 and pos + 1 < n and data[pos + 1] >= 24:
+        size, start = data[pos + 1], pos + 2
+    elif ib == 0x59 and pos + 2 < n and (data[pos + 1] << 8 | data[pos + 2]) >= 256:
+        size, start = data[pos + 1] << 8 | data[pos + 2], pos + 3
+    else:
+        raise DecodeError("cose: %s must be a byte string in shortest form at offset %d" % (what, pos))
+    if start + size > n:
+        raise DecodeError("cose: truncated %s: %d bytes at offset %d, %d left" % (what, size, start, n - start))
+    return start, start + size
+
+
 def parse0(data):
-    """Structural parse of a message in the one accepted shape, no key needed:
-    (protected header bytes, kid, partial IV, ciphertext with tag). DecodeError if the
-    message has any other shape; FrameError if it names another algorithm."""
-    msg = cbor.loads(data)
-    if isinstance(msg, cbor.Tag):
-        raise DecodeError("cose: tagged COSE message (tag %d); expected an untagged COSE_Encrypt0" % msg.tag)
-    if not isinstance(msg, list) or len(msg) != 3:
-        raise DecodeError("cose: COSE_Encrypt0 must be a 3-element array, got %s" % type(msg).__name__)
-    prot, unprot, ct = msg
-    if not isinstance(prot, bytes):
-        raise DecodeError("cose: protected header must be a byte string, got %s" % type(prot).__name__)
-    if prot != PROTECTED:
-        hdr = cbor.loads(prot) if prot else {}
-        if isinstance(hdr, dict) and _HDR_ALG in hdr and hdr[_HDR_ALG] != ALG_AES_CCM_16_64_128:
-            raise FrameError("cose: unsupported COSE algorithm %r (only 10, AES-CCM-16-64-128)" % (hdr[_HDR_ALG],))
-        raise DecodeError("cose: protected header must be exactly {1: 10}, got %r" % (hdr,))
-    if not isinstance(unprot, dict):
-        raise DecodeError("cose: unprotected header must be a map, got %s" % type(unprot).__name__)
-    extra = [k for k in unprot if k != _HDR_KID and k != _HDR_PIV]
-    if extra:
-        raise DecodeError("cose: unexpected unprotected header labels %r" % (extra,))
-    kid = unprot.get(_HDR_KID)
-    piv = unprot.get(_HDR_PIV)
-    if not isinstance(kid, bytes) or not kid:
-        raise DecodeError("cose: kid (label 4) must be a non-empty byte string, got %r" % (kid,))
-    if not isinstance(piv, bytes) or not 1 <= len(piv) <= NONCE_LEN:
-        raise DecodeError("cose: partial IV (label 6) must be 1..%d bytes, got %r" % (NONCE_LEN, piv))
-    if not isinstance(ct, bytes) or len(ct) < TAG_LEN:
-        raise DecodeError("cose: ciphertext must be a byte string of at least %d bytes, got %r" % (TAG_LEN, ct))
-    return prot, kid, piv, ct
+    """Fixed-shape parse of a message in the one accepted shape, no key needed:
+    (protected header bytes, kid, partial IV, ciphertext with tag).
+
+    No general CBOR decoder reads these bytes before the tag is checked: the shape is
+    compared byte by byte (83 | 43 a1010a | a2 04 bstr 06 bstr | bstr), so hostile input
+    costs one pass over its header. DecodeError if the message has any other shape (a
+    non-canonical encoding included); FrameError if it names another algorithm."""
+    n = len(data)
+    if n < 7 or data[0] != 0x83:
+        if n and data[0] == 0xD0:
+            raise DecodeError("cose: tagged COSE message (tag 16); expected an untagged COSE_Encrypt0")
+        raise DecodeError("cose: expected an untagged COSE_Encrypt0 (83, array of 3, at offset 0)")
+    if bytes(data[1:5]) != _PREFIX[1:5]:
+        if bytes(data[1:4]) == b"\x43\xa1\x01" and data[4] != 0x0A:
+            raise FrameError("cose: unsupported COSE algorithm (header byte 0x%02x; only 10, AES-CCM-16-64-128)"
+                             % data[4])
+        raise DecodeError("cose: protected header must be exactly h'a1010a' ({1: 10}) at offset 1")
+    if data[5] != 0xA2 or data[6] != _HDR_KID:
+        raise DecodeError("cose: unprotected header must be exactly {4: kid, 6: partial IV} at offset 5")
+    k0, k1 = _bstr_at(data, 7, "kid (label 4)")
+    if k1 == k0:
+        raise DecodeError("cose: kid (label 4) must be a non-empty byte string")
+    if k1 >= n or data[k1] != _HDR_PIV:
+        raise DecodeError("cose: unprotected header must be exactly {4: kid, 6: partial IV} at offset %d" % k1)
+    p0, p1 = _bstr_at(data, k1 + 1, "partial IV (label 6)")
+    if not 1 <= p1 - p0 <= NONCE_LEN:
+        raise DecodeError("cose: partial IV (label 6) must be 1..%d bytes, got %d" % (NONCE_LEN, p1 - p0))
+    c0, c1 = _bstr_at(data, p1, "ciphertext")
+    if c1 - c0 < TAG_LEN:
+        raise DecodeError("cose: ciphertext must be a byte string of at least %d bytes, got %d" % (TAG_LEN, c1 - c0))
+    if c1 != n:
+        raise DecodeError("cose: %d trailing bytes at offset %d" % (n - c1, c1))
+    return PROTECTED, bytes(data[k0:k1]), bytes(data[p0:p1]), data[c0:c1]
 
 
 def decrypt0(ccm, data, base_iv):

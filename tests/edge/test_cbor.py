@@ -182,3 +182,28 @@ def test_loads_accepts_only_what_dumps_produces():
             accepted += 1
             assert cbor.dumps(value) == bytes(data), bytes(data)
     assert accepted > 10 and rejected > 100
+
+
+def test_tags_refused_when_asked_at_any_depth():
+    assert cbor.loads(unhex("c100")) == Tag(1, 0)  # allowed by default
+    for hexdata, at in (("c100", 0), ("82 01 d8 1c 80", 2), ("a1 01 81 c2 40", 3), ("d81d 00", 0)):
+        data = unhex(hexdata.replace(" ", ""))
+        exc = raises(errors.DecodeError, cbor.loads, data, False)
+        assert "tags are not allowed here" in str(exc) and ("offset %d" % at) in str(exc), str(exc)
+    # The shared-value chain that makes cbor2 take exponential time: refused at the first tag.
+    chain = b"\xd8\x1c\x81\x00"
+    for i in range(1, 60):
+        chain = b"\xd8\x1c\x82" + chain + b"\xd8\x1d" + bytes((0x18, i))
+    exc = raises(errors.DecodeError, cbor.loads, chain, False)
+    assert "tags are not allowed here (tag 28) at offset 0" in str(exc)
+    # With tags allowed, the chain is still bounded: nesting deeper than 16 is refused.
+    assert "nesting deeper than 16" in str(raises(errors.DecodeError, cbor.loads, chain))
+
+
+def test_loads_prefix_leaves_the_padding_unread():
+    value, end = cbor.loads_prefix(unhex("820102") + bytes(20))
+    assert (value, end) == ([1, 2], 3)
+    value, end = cbor.loads_prefix(memoryview(unhex("43616263ff")))
+    assert (value, end) == (b"abc", 4)
+    exc = raises(errors.DecodeError, cbor.loads_prefix, unhex("8301"), False)
+    assert "truncated" in str(exc)

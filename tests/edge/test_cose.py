@@ -153,21 +153,22 @@ def test_malformed_shapes_are_named():
     ok_u = {4: KID, 6: PIV}
     ct = bytes(12)
     prot = cose.PROTECTED
-    _parse_error(errors.DecodeError, cbor.dumps([prot, ok_u]), "3-element array")
-    _parse_error(errors.DecodeError, cbor.dumps([prot, ok_u, ct, b""]), "3-element array")
-    _parse_error(errors.DecodeError, cbor.dumps({1: 2}), "3-element array")
+    _parse_error(errors.DecodeError, cbor.dumps([prot, ok_u]), "array of 3")
+    _parse_error(errors.DecodeError, cbor.dumps([prot, ok_u, ct, b""]), "array of 3")
+    _parse_error(errors.DecodeError, cbor.dumps({1: 2}), "array of 3")
+    _parse_error(errors.DecodeError, b"", "array of 3")
     _parse_error(errors.DecodeError, cbor.dumps(cbor.Tag(16, [prot, ok_u, ct])), "tagged COSE message (tag 16)")
-    _parse_error(errors.DecodeError, _message({1: 10}, ok_u, ct), "protected header must be a byte string")
-    _parse_error(errors.DecodeError, _message(b"", ok_u, ct), "protected header must be exactly {1: 10}")
-    _parse_error(errors.DecodeError, _message(cbor.dumps({1: 10, 5: b"x"}), ok_u, ct), "exactly {1: 10}")
-    _parse_error(errors.DecodeError, _message(cbor.dumps({}), ok_u, ct), "exactly {1: 10}")
-    _parse_error(errors.DecodeError, _message(b"\xa1\x01", ok_u, ct), "truncated")
-    _parse_error(errors.DecodeError, _message(prot, [KID, PIV], ct), "unprotected header must be a map")
-    _parse_error(errors.DecodeError, _message(prot, {4: KID}, ct), "partial IV (label 6)")
-    _parse_error(errors.DecodeError, _message(prot, {6: PIV}, ct), "kid (label 4)")
-    _parse_error(errors.DecodeError, _message(prot, {4: KID, 6: PIV, 5: bytes(13)}, ct), "labels [5]")
-    _parse_error(errors.DecodeError, _message(prot, {4: "dev1", 6: PIV}, ct), "kid (label 4)")
-    _parse_error(errors.DecodeError, _message(prot, {4: b"", 6: PIV}, ct), "kid (label 4)")
+    _parse_error(errors.DecodeError, _message({1: 10}, ok_u, ct), "protected header must be exactly h'a1010a'")
+    _parse_error(errors.DecodeError, _message(b"", ok_u, ct), "protected header must be exactly")
+    _parse_error(errors.DecodeError, _message(cbor.dumps({1: 10, 5: b"x"}), ok_u, ct), "exactly h'a1010a'")
+    _parse_error(errors.DecodeError, _message(cbor.dumps({}), ok_u, ct), "exactly h'a1010a'")
+    _parse_error(errors.DecodeError, _message(b"\xa1\x01", ok_u, ct), "exactly h'a1010a'")
+    _parse_error(errors.DecodeError, _message(prot, [KID, PIV], ct), "unprotected header must be exactly")
+    _parse_error(errors.DecodeError, _message(prot, {4: KID}, ct), "unprotected header must be exactly")
+    _parse_error(errors.DecodeError, _message(prot, {6: PIV}, ct), "unprotected header must be exactly")
+    _parse_error(errors.DecodeError, _message(prot, {4: KID, 6: PIV, 5: bytes(13)}, ct), "unprotected header")
+    _parse_error(errors.DecodeError, _message(prot, {4: "dev1", 6: PIV}, ct), "kid (label 4) must be a byte string")
+    _parse_error(errors.DecodeError, _message(prot, {4: b"", 6: PIV}, ct), "kid (label 4) must be a non-empty")
     _parse_error(errors.DecodeError, _message(prot, {4: KID, 6: b""}, ct), "partial IV (label 6) must be 1..13")
     _parse_error(errors.DecodeError, _message(prot, {4: KID, 6: bytes(14)}, ct), "partial IV (label 6)")
     _parse_error(errors.DecodeError, _message(prot, {4: KID, 6: 42}, ct), "partial IV (label 6)")
@@ -175,10 +176,28 @@ def test_malformed_shapes_are_named():
     _parse_error(errors.DecodeError, _message(prot, ok_u, "text"), "ciphertext must be a byte string")
 
 
+def test_non_shortest_heads_are_refused():
+    # The shape is compared byte by byte, so only the one deterministic encoding passes.
+    c, msg = _sealed(b"0123456789")
+    kid_long = msg[:7] + b"\x58\x04" + msg[8:]  # the kid's head in the 1-byte-length form
+    _parse_error(errors.DecodeError, kid_long, "kid (label 4) must be a byte string in shortest form")
+    ct_long = msg[:18] + b"\x58" + bytes([msg[18] - 0x40]) + msg[19:]
+    _parse_error(errors.DecodeError, ct_long, "ciphertext must be a byte string in shortest form")
+
+
+def test_hostile_nesting_costs_one_header_pass():
+    # A protected header holding deep shared-value tags (which cbor2 would resolve): the
+    # fixed-shape parser refuses at offset 1 without reading further.
+    deep = b"\x83\x43\xa1\x01\x0a\xa1" + b"\xd8\x1c\x82" * 150 + bytes(60)
+    _parse_error(errors.DecodeError, deep, "unprotected header must be exactly")
+    _parse_error(errors.DecodeError, b"\x83" + b"\x9f" * 500, "protected header must be exactly")
+
+
 def test_other_algorithm_is_frame_error():
     ok_u = {4: KID, 6: PIV}
-    for alg in (11, 1, -7, "A128CCM"):
+    for alg in (11, 1, -7):
         _parse_error(errors.FrameError, _message(cbor.dumps({1: alg}), ok_u, bytes(16)), "unsupported COSE algorithm")
+    _parse_error(errors.DecodeError, _message(cbor.dumps({1: "A128CCM"}), ok_u, bytes(16)), "exactly h'a1010a'")
 
 
 def test_bad_seal_arguments_are_named():
