@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .keys import KeyFileError, load_registry
-from .verify import Rejected, open_outcome
+from .verify import Rejected, jsonable, open_outcome
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,17 +29,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     fields = dataclasses.asdict(outcome)
     fields.update(kid=outcome.kid.hex(), fingerprint=outcome.fingerprint.hex(), type="outcome", size=len(frame),
-                  ext=_jsonable(outcome.ext))
+                  ext=jsonable(outcome.ext))
     print(json.dumps(fields))
     return 0
 
-
-def _jsonable(value: object) -> object:
-    """Extension values as JSON: byte strings (also as map keys) as hex, other map keys as strings."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {k.hex() if isinstance(k, bytes) else str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value

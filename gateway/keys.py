@@ -63,13 +63,24 @@ def provision(device: str, keys_dir: Path) -> DeviceKey:
 
 
 def read_key_file(path: Path) -> DeviceKey:
-    """Read one key file, refusing one that others can read."""
+    """Read one key file, refusing one that others can read or that is not a regular file."""
     path = Path(path)
-    mode = path.stat().st_mode
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileError(f"key file {path} does not exist (or is a broken symbolic link)") from None
+    except OSError as exc:
+        raise KeyFileError(f"key file {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise KeyFileError(f"key file {path} is not a regular file; move it out of the key directory")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"key file {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); chmod 600 it")
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"key file {path} cannot be read ({type(exc).__name__})") from None
+    try:
+        raw = json.loads(text)
         device = raw["device"]
         kid = bytes.fromhex(raw["kid"])
         key = bytes.fromhex(raw["key"])
@@ -84,11 +95,16 @@ def read_key_file(path: Path) -> DeviceKey:
 
 
 def load_registry(keys_dir: Path) -> dict[bytes, DeviceKey]:
-    """All device keys in keys_dir, by key id."""
+    """All device keys in keys_dir, by key id; the directory must be private (0700)."""
     registry: dict[bytes, DeviceKey] = {}
     keys_dir = Path(keys_dir)
     if not keys_dir.exists():
         return registry
+    if not keys_dir.is_dir():
+        raise KeyFileError(f"key directory {keys_dir} is not a directory")
+    mode = stat.S_IMODE(keys_dir.stat().st_mode)
+    if mode & 0o077:
+        raise KeyFileError(f"key directory {keys_dir} is accessible by group/others (mode {mode:04o}); chmod 700 it")
     for path in sorted(keys_dir.glob("*.key")):
         entry = read_key_file(path)
         if entry.kid in registry:

@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", required=True, type=Path, help="SQLite database file")
     parser.add_argument("--keys", required=True, type=Path, help="device key directory")
     parser.add_argument("--baudrate", type=int, default=115200)
+    parser.add_argument("--dead-letter-budget", type=float, default=64, metavar="MB",
+                        help="disk budget of the dead-letter table; oldest rows go first (default 64)")
+    parser.add_argument("--dead-letters-per-device", type=int, default=1000, metavar="N",
+                        help="dead letters kept per device; oldest rows go first (default 1000)")
     parser.add_argument("--stats-interval", type=float, default=0, help="log counters every S seconds (0: off)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every dead letter")
 
@@ -35,7 +39,7 @@ async def serve(core: GatewayCore, ingest: SerialIngest, stats_interval: float) 
         try:
             await asyncio.wait_for(stop.wait(), timeout=stats_interval or None)
         except asyncio.TimeoutError:
-            logging.getLogger("qis.gateway").info("stats %s", json.dumps(dict(core.stats)))
+            logging.getLogger("qis.gateway").info("stats %s", json.dumps(stats(core)))
     ingest.close()
 
 
@@ -51,17 +55,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"qis gateway run: no device keys in {args.keys} (qis device provision first)", file=sys.stderr)
         return 1
     try:
-        store = OutcomeStore(args.db)
+        store = OutcomeStore(args.db, per_device=args.dead_letters_per_device,
+                             budget_bytes=int(args.dead_letter_budget * 1024 * 1024))
     except StoreError as exc:
         print(f"qis gateway run: {exc}", file=sys.stderr)
         return 1
     core = GatewayCore(registry, store)
     try:
         asyncio.run(serve(core, SerialIngest(core, args.serial, args.baudrate), args.stats_interval))
-        print(json.dumps({**dict(core.stats), **store.counts()}), file=sys.stderr)
+        core.close()
+        print(json.dumps({**stats(core), **store.counts()}), file=sys.stderr)
     finally:
         store.close()
     return 0
+
+
+def stats(core: GatewayCore) -> dict:
+    """The core's counters, refusals by code, and the dead-letter table against its bounds."""
+    return {**dict(core.stats), "refused_by_code": core.refusals.totals(), "retention": core.store.retention()}
 
 
 def store_counts(db: Path) -> dict[str, int]:

@@ -1,14 +1,22 @@
 """Open and check device frames on the gateway, and seal ACKs (sans-IO).
 
 This is the gateway's own implementation of docs/PROTOCOL.md, independent of the edge
-code's crypto: cbor2 decodes, the `cryptography` package decrypts. Nothing in a frame is
-trusted before the AES-CCM tag verifies: before that point only the outer structure, its
-size and the key id are looked at. The only edge code used is the deterministic CBOR
-encoder, as the canonical-form oracle (re-encode and compare bytes).
+code's crypto: the `cryptography` package decrypts. Rules for untrusted bytes:
+
+- Nothing general parses a frame before its AES-CCM tag verifies. The profile is read
+  from the frame's length, and the COSE envelope is compared with the profile's fixed
+  layout byte by byte (kid and partial IV at known offsets): a stranger's bytes cost one
+  comparison of an 18-to-21-byte header and one AES-CCM check, whatever they hold.
+- Only an authenticated plaintext is decoded, and only by a strict decoder that accepts
+  exactly the deterministic CBOR the schema allows: no tags, no indefinite lengths,
+  nesting bounded, every length checked against the bytes left (qis.edge.cbor with
+  tags=False; cbor2 resolves shared-value tags and would take exponential time on a
+  crafted map key, so it never sees a frame).
+- A refusal carries a short code (the unit refusals are counted by) and a short reason
+  that never quotes decoded content: only sizes, offsets, type names and small integers.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import cbor2
@@ -17,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from qis.edge import cbor as det_cbor
 from qis.edge import frame as spec
+from qis.edge.errors import DecodeError
 
 from .keys import DeviceKey
 
@@ -24,23 +33,43 @@ PROTECTED = b"\xa1\x01\x0a"  # {1: 10}: alg AES-CCM-16-64-128
 TAG_LEN = 8
 PROFILE_BY_SIZE = {p.size: p for p in spec.PROFILES.values()}
 _FIELDS = ("version", "type", "time", "model", "domain", "label", "confidence", "fingerprint")
+# array(3), bstr(3) protected, map(2), label 4, bstr(4) kid | kid | label 6, bstr(4) piv | piv
+_HEAD = b"\x83\x43" + PROTECTED + b"\xa2\x04\x44"
+_KID_AT, _PIV_HEAD_AT, _PIV_AT, _CT_HEAD_AT = 8, 12, 14, 18
+_PIV_HEAD = b"\x06\x44"
+REASON_MAX = 160  # characters; a reason is a diagnosis, not a copy of the input
+
+
+def _ct_head(n: int) -> bytes:
+    """Shortest CBOR head of a byte string of n bytes."""
+    return bytes([0x40 | n]) if n < 24 else bytes([0x58, n]) if n < 256 else bytes([0x59, n >> 8, n & 0xFF])
+
+
+# The ciphertext header of each profile's frame: the rest of the layout is the same for all.
+_CT_HEADS = {p.size: _ct_head(p.plaintext_len + TAG_LEN) for p in spec.PROFILES.values()}
 
 
 class Rejected(Exception):
-    """A frame refused, with a reason for the dead-letter table.
+    """A frame refused, with a short code and a reason.
 
-    ``authenticated`` is True when the frame verified under a device key (so device and
-    counter are known and trustworthy): such a frame is recorded once and acknowledged, so
-    the device stops re-sending something that can never be accepted.
+    ``code`` names the kind of refusal (size, envelope, unknown-kid, auth, plaintext,
+    version, type, fields, padding, conflict); ``detail`` narrows it where an operator
+    needs that (the unknown key id, the device whose key failed). ``authenticated`` is
+    True when the frame verified under a device key (so device and counter are known and
+    trustworthy): such a frame is recorded once and acknowledged, so the device stops
+    re-sending something that can never be accepted.
     """
 
-    def __init__(self, reason: str, device: str | None = None, counter: int | None = None,
-                 authenticated: bool = False) -> None:
+    def __init__(self, code: str, reason: str, device: str | None = None, counter: int | None = None,
+                 authenticated: bool = False, detail: str = "") -> None:
+        reason = reason[:REASON_MAX]
         super().__init__(reason)
+        self.code = code
         self.reason = reason
         self.device = device
         self.counter = counter
         self.authenticated = authenticated
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -61,121 +90,133 @@ class Outcome:
     ext: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """The parts of a frame's COSE_Encrypt0 envelope; nothing in it is authenticated yet."""
+
+    profile: spec.Profile
+    kid: bytes
+    piv: bytes
+    ciphertext: bytes
+
+
 def _nonce(piv: bytes, base_iv: bytes) -> bytes:
     padded = bytes(13 - len(piv)) + piv
     return bytes(a ^ b for a, b in zip(padded, base_iv))
 
 
-def _aad() -> bytes:
-    return cbor2.dumps(["Encrypt0", PROTECTED, b""])
+AAD = cbor2.dumps(["Encrypt0", PROTECTED, b""])
 
 
-def parse_cose(frame: bytes) -> tuple[bytes, bytes, bytes]:
-    """The (kid, piv, ciphertext) of a frame's COSE_Encrypt0 structure; nothing decrypted."""
+def parse_envelope(frame: bytes) -> Envelope:
+    """The profile, kid, partial IV and ciphertext of a frame, read at fixed offsets."""
     profile = PROFILE_BY_SIZE.get(len(frame))
     if profile is None:
         sizes = ", ".join(f"{p.name} {p.size}" for p in spec.PROFILES.values())
-        raise Rejected(f"size {len(frame)} bytes matches no profile ({sizes})")
-    try:
-        msg = cbor2.loads(frame)
-    except Exception as exc:  # cbor2 raises several types for malformed input
-        raise Rejected(f"not CBOR: {exc}") from None
-    if not (isinstance(msg, list) and len(msg) == 3):
-        raise Rejected("not a COSE_Encrypt0 array of 3 elements")
-    protected, unprotected, ciphertext = msg
-    if protected != PROTECTED:
-        raise Rejected(f"unsupported protected header {protected!r} (want alg 10, AES-CCM-16-64-128)")
-    if not (isinstance(unprotected, dict) and set(unprotected) == {4, 6}):
-        raise Rejected("unprotected header must hold exactly kid (4) and partial IV (6)")
-    kid, piv = unprotected[4], unprotected[6]
-    if not (isinstance(kid, bytes) and len(kid) == spec.KID_LEN and isinstance(piv, bytes) and len(piv) == spec.PIV_LEN):
-        raise Rejected(f"kid and partial IV must be {spec.KID_LEN}-byte byte strings")
-    if not isinstance(ciphertext, bytes):
-        raise Rejected("ciphertext is not a byte string")
-    if det_cbor.dumps([protected, {4: kid, 6: piv}, ciphertext]) != frame:
-        raise Rejected("non-canonical CBOR in the COSE structure")
-    return kid, piv, ciphertext
+        raise Rejected("size", f"size {len(frame)} bytes matches no profile ({sizes})")
+    ct_head = _CT_HEADS[profile.size]
+    ct_at = _CT_HEAD_AT + len(ct_head)
+    for at, want in ((0, _HEAD), (_PIV_HEAD_AT, _PIV_HEAD), (_CT_HEAD_AT, ct_head)):
+        got = frame[at:at + len(want)]
+        if got != want:
+            bad = at + next(i for i in range(len(want)) if got[i] != want[i])
+            raise Rejected("envelope", f"byte {bad} breaks the fixed COSE_Encrypt0 layout of a {profile.name} frame "
+                                       f"(want {want.hex()} at offset {at})")
+    return Envelope(profile, frame[_KID_AT:_PIV_HEAD_AT], frame[_PIV_AT:_CT_HEAD_AT], frame[ct_at:])
 
 
-def _decode_plaintext(plaintext: bytes) -> list:
-    """The CBOR array at the head of a padded plaintext; the rest must be zero bytes."""
-    stream = io.BytesIO(plaintext)
+def decrypt(envelope: Envelope, registry: dict[bytes, DeviceKey], base_iv: bytes) -> tuple[DeviceKey, int, bytes]:
+    """(device key, counter, plaintext) once the tag verifies; Rejected otherwise."""
+    device = registry.get(envelope.kid)
+    if device is None:
+        raise Rejected("unknown-kid", f"unknown key id {envelope.kid.hex()}", detail=envelope.kid.hex())
     try:
-        value = cbor2.CBORDecoder(stream).decode()
-    except Exception as exc:
-        raise Rejected(f"plaintext is not CBOR: {exc}") from None
-    end = stream.tell()
+        plaintext = AESCCM(device.key, tag_length=TAG_LEN).decrypt(_nonce(envelope.piv, base_iv),
+                                                                    envelope.ciphertext, AAD)
+    except InvalidTag:
+        raise Rejected("auth", f"authentication failed for device {device.device}: wrong key, forged or corrupted "
+                               "frame", device=device.device, detail=device.device) from None
+    return device, int.from_bytes(envelope.piv, "big"), plaintext
+
+
+def decode_plaintext(plaintext: bytes) -> list:
+    """The CBOR array at the head of an authenticated, padded plaintext; ValueError otherwise.
+
+    The rest must be zero bytes. The decoder is the strict one (see the module's rules).
+    """
+    try:
+        value, end = det_cbor.loads_prefix(plaintext, False)
+    except DecodeError as exc:
+        raise _Refuse("plaintext", f"plaintext is not deterministic CBOR of the schema: {exc}") from None
     if any(plaintext[end:]):
-        raise Rejected("padding after the plaintext is not all zero")
-    try:
-        canonical = det_cbor.dumps(value)
-    except Exception as exc:
-        raise Rejected(f"plaintext holds a value outside the protocol: {exc}") from None
-    if canonical != plaintext[:end]:
-        raise Rejected("non-canonical CBOR in the plaintext")
+        raise _Refuse("padding", "padding after the plaintext is not all zero")
     if not isinstance(value, list) or len(value) < 2:
-        raise Rejected("plaintext is not an array [version, type, ...]")
+        raise _Refuse("plaintext", "plaintext is not an array [version, type, ...]")
     return value
+
+
+class _Refuse(Exception):
+    """A rule broken inside an authenticated plaintext: (code, reason)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _describe(value: object) -> str:
+    """A value for a reason text: small integers as themselves, anything else by its type."""
+    if type(value) is int and -(10**12) < value < 10**12:
+        return str(value)
+    return "a " + type(value).__name__
 
 
 def _uint(name: str, value: object, limit: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
-        raise ValueError(f"{name} must be an integer in 0..{limit}, got {value!r}")
+    if type(value) is not int or not 0 <= value <= limit:
+        raise _Refuse("fields", f"{name} must be an integer in 0..{limit}, got {_describe(value)}")
     return value
+
+
+def _check_fields(value: list, profile: spec.Profile) -> tuple[list[list[int]], dict]:
+    """The top-k list and extension map of a decoded outcome, after checking every field."""
+    if type(value[0]) is not int or value[0] != spec.VERSION:
+        raise _Refuse("version", f"unsupported version {_describe(value[0])} (this gateway speaks version "
+                                 f"{spec.VERSION})")
+    if type(value[1]) is not int or value[1] != spec.TYPE_OUTCOME:
+        raise _Refuse("type", f"unexpected frame type {_describe(value[1])} (want outcome, {spec.TYPE_OUTCOME})")
+    want = len(_FIELDS) + (2 if profile.topk_max else 0)
+    if len(value) != want:
+        raise _Refuse("fields", f"{profile.name} outcome must have {want} fields, got {len(value)}")
+    for name, limit, item in zip(("time", "model", "domain", "label", "confidence"),
+                                 (0xFFFFFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 255), value[2:7]):
+        _uint(name, item, limit)
+    if not isinstance(value[7], bytes) or len(value[7]) != profile.fingerprint_len:
+        raise _Refuse("fields", f"fingerprint must be {profile.fingerprint_len} bytes")
+    if not profile.topk_max:
+        return [], {}
+    topk, ext = value[8], value[9]
+    if not isinstance(topk, list) or len(topk) > profile.topk_max:
+        raise _Refuse("fields", f"top-k must be a list of at most {profile.topk_max} pairs")
+    for pair in topk:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise _Refuse("fields", "top-k entries must be [label, score] pairs")
+        _uint("top-k label", pair[0], 0xFFFF)
+        _uint("top-k score", pair[1], 255)
+    if not isinstance(ext, dict) or not all(type(k) is int for k in ext):
+        raise _Refuse("fields", "extensions must be a map with integer keys")
+    return topk, ext
 
 
 def open_outcome(frame: bytes, registry: dict[bytes, DeviceKey]) -> Outcome:
     """Verify and decode one outcome frame, or raise Rejected with the reason."""
-    kid, piv, ciphertext = parse_cose(frame)
-    device = registry.get(kid)
-    if device is None:
-        raise Rejected(f"unknown key id {kid.hex()}")
+    envelope = parse_envelope(frame)
+    device, counter, plaintext = decrypt(envelope, registry, spec.UPLINK_IV)
     try:
-        plaintext = AESCCM(device.key, tag_length=TAG_LEN).decrypt(_nonce(piv, spec.UPLINK_IV), ciphertext, _aad())
-    except InvalidTag:
-        raise Rejected(f"authentication failed for device {device.device}: wrong key, forged or corrupted frame",
-                       device=device.device) from None
-    counter = int.from_bytes(piv, "big")
-
-    def refuse(reason: str) -> Rejected:
-        return Rejected(reason, device=device.device, counter=counter, authenticated=True)
-
-    try:
-        value = _decode_plaintext(plaintext)
-    except Rejected as exc:
-        raise refuse(exc.reason) from None
-    if type(value[0]) is not int or value[0] != spec.VERSION:
-        raise refuse(f"unsupported version {value[0]!r} (this gateway speaks version {spec.VERSION})")
-    if type(value[1]) is not int or value[1] != spec.TYPE_OUTCOME:
-        raise refuse(f"unexpected frame type {value[1]!r} (want outcome, {spec.TYPE_OUTCOME})")
-    profile = PROFILE_BY_SIZE[len(frame)]
-    want = len(_FIELDS) + (2 if profile.topk_max else 0)
-    if len(value) != want:
-        raise refuse(f"{profile.name} outcome must have {want} fields, got {len(value)}")
-    try:
-        fields = dict(zip(_FIELDS, value))
-        for name, limit in (("time", 0xFFFFFFFF), ("model", 0xFFFF), ("domain", 0xFFFF), ("label", 0xFFFF), ("confidence", 255)):
-            _uint(name, fields[name], limit)
-        fingerprint = fields["fingerprint"]
-        if not isinstance(fingerprint, bytes) or len(fingerprint) != profile.fingerprint_len:
-            raise ValueError(f"fingerprint must be {profile.fingerprint_len} bytes")
-        topk: list[list[int]] = []
-        ext: dict = {}
-        if profile.topk_max:
-            topk, ext = value[8], value[9]
-            if not isinstance(topk, list) or len(topk) > profile.topk_max:
-                raise ValueError(f"top-k must be a list of at most {profile.topk_max} pairs")
-            for pair in topk:
-                if not (isinstance(pair, list) and len(pair) == 2):
-                    raise ValueError("top-k entries must be [label, score] pairs")
-                _uint("top-k label", pair[0], 0xFFFF)
-                _uint("top-k score", pair[1], 255)
-            if not isinstance(ext, dict) or not all(isinstance(k, int) for k in ext):
-                raise ValueError("extensions must be a map with integer keys")
-    except ValueError as exc:
-        raise refuse(str(exc)) from None
-    return Outcome(device.device, kid, counter, profile.name, fields["time"], fields["model"], fields["domain"],
-                   fields["label"], fields["confidence"], fingerprint, topk, ext)
+        value = decode_plaintext(plaintext)
+        topk, ext = _check_fields(value, envelope.profile)
+    except _Refuse as exc:
+        raise Rejected(exc.code, exc.reason, device=device.device, counter=counter, authenticated=True) from None
+    return Outcome(device.device, envelope.kid, counter, envelope.profile.name, *value[2:8], topk, ext)
 
 
 def seal_ack(device: DeviceKey, counter: int) -> bytes:
@@ -183,5 +224,16 @@ def seal_ack(device: DeviceKey, counter: int) -> bytes:
     piv = counter.to_bytes(spec.PIV_LEN, "big")
     body = cbor2.dumps([spec.VERSION, spec.TYPE_ACK])
     plaintext = body + bytes(spec.ACK_PLAINTEXT_LEN - len(body))
-    ciphertext = AESCCM(device.key, tag_length=TAG_LEN).encrypt(_nonce(piv, spec.DOWNLINK_IV), plaintext, _aad())
+    ciphertext = AESCCM(device.key, tag_length=TAG_LEN).encrypt(_nonce(piv, spec.DOWNLINK_IV), plaintext, AAD)
     return cbor2.dumps([PROTECTED, {4: device.kid, 6: piv}, ciphertext], canonical=True)
+
+
+def jsonable(value: object) -> object:
+    """A decoded CBOR value as JSON: byte strings (also as map keys) as hex, other keys as text."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k.hex() if isinstance(k, bytes) else str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value

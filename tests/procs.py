@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import tty
 from pathlib import Path
 
 
@@ -75,6 +77,38 @@ class Device:
         self.proc.wait()
 
 
+class RawLine:
+    """A pty the gateway opens as its serial port; the test holds the other end (the
+    master) and speaks for the device. The test also keeps the slave open, so that the
+    gateway may close and reopen its end without hanging the pair up."""
+
+    def __init__(self) -> None:
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self.path = os.ttyname(self._slave)
+        self._buf = b""
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def read_until(self, wanted: bytes, timeout: float = 10) -> float:
+        """Seconds until wanted has arrived (counted from the call); TimeoutError if never."""
+        t0 = time.monotonic()
+        while wanted not in self._buf:
+            left = t0 + timeout - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{wanted.hex()} did not arrive in {timeout} s")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                self._buf += os.read(self.master, 65536)
+        self._buf = self._buf.split(wanted, 1)[1]
+        return time.monotonic() - t0
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self._slave)
+
+
 def wait_until(predicate, timeout: float = 120, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -96,6 +130,15 @@ def dead_letters(db: Path) -> list[str]:
     con = sqlite3.connect(db)
     try:
         return [r for (r,) in con.execute("SELECT reason FROM dead_letters")]
+    finally:
+        con.close()
+
+
+def refusals(db: Path) -> dict[str, int]:
+    """Refusals of unauthenticated input (counted, never stored as rows), by code."""
+    con = sqlite3.connect(db)
+    try:
+        return dict(con.execute("SELECT code, SUM(count) FROM refusals GROUP BY code"))
     finally:
         con.close()
 

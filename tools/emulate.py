@@ -77,12 +77,17 @@ def prepare_state(state: Path, key_file: Path, profile: str, model: str, model_i
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     entry = read_key_file(key_file)
     model_file, model_id = resolve_model(model, model_id)
-    config = state / "config.json"
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # The key goes into a new file created 0600 and then renamed over the old config, so it
+    # is never written into a file that others can read (an old config may be 0644).
+    config, tmp = state / "config.json", state / "config.json.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"device": entry.device, "kid": entry.kid.hex(), "key": entry.key.hex(),
                    "profile": profile, "model": model_file, "model_id": model_id}, f)
-    os.chmod(config, 0o600)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, config)
 
 
 def open_raw(path: str) -> int:

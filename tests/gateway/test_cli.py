@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import stat
 import subprocess
@@ -100,7 +101,8 @@ def test_export(tmp_path, registry, frames):
     store = OutcomeStore(path)
     for data in (frames.compact("dev-b", 2), frames.full("dev-a", 1), frames.compact("dev-b", 1)):
         store.add(open_outcome(data, registry), data, "p")
-    store.dead_letter("unknown key id 01020304", b"\x01", "p")
+    store.dead_letter("unsupported version 2", b"\x01", "p", "dev-a", 9, consumed=True)
+    store.save_refusals([("p", "unknown-kid", "01020304", 7, 1.0, 2.0)], [], [])
     store.close()
     r = qis("outcomes", "export", "--db", str(path))
     assert r.returncode == 0, r.stderr
@@ -112,7 +114,10 @@ def test_export(tmp_path, registry, frames):
     assert lines[1]["fingerprint"] == frames.COMPACT_FP.hex()
     dead = qis("outcomes", "export", "--db", str(path), "--dead-letters")
     (row,) = [json.loads(line) for line in dead.stdout.splitlines()]
-    assert (row["reason"], row["frame"], row["consumed"]) == ("unknown key id 01020304", "01", 0)
+    assert (row["reason"], row["frame"], row["consumed"], row["device"]) == ("unsupported version 2", "01", 1, "dev-a")
+    assert "refused before authentication" in dead.stderr
+    assert re.search(r"p\s+.\s+unknown-kid\s+.\s+01020304\s+.\s+7\b", dead.stderr), dead.stderr
+    assert "dead letters: 1 rows" in dead.stderr and "0 evicted" in dead.stderr
 
 
 def test_export_missing_or_foreign_database(tmp_path, capsys):
@@ -124,3 +129,11 @@ def test_export_missing_or_foreign_database(tmp_path, capsys):
     foreign.write_bytes(b"this is not sqlite" * 100)
     assert main(["outcomes", "export", "--db", str(foreign)]) == 1
     assert capsys.readouterr().err.startswith(f"qis outcomes export: cannot use database {foreign}: ")
+
+
+def test_gateway_run_with_a_broken_key_entry_says_which(tmp_path, keys_dir, devices, capsys):
+    (keys_dir / "gone.key").symlink_to(tmp_path / "nowhere.key")
+    assert main(["gateway", "run", "--serial", str(tmp_path / "tty"), "--db", str(tmp_path / "gw.db"),
+                 "--keys", str(keys_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"qis gateway run: key file {keys_dir / 'gone.key'} does not exist (or is a broken symbolic link)\n"

@@ -67,8 +67,9 @@ def test_unauthenticated_frame_is_not_acked(core, store, frames, devices):
     data[30] ^= 0x10
     core.receive_frame("lora", bytes(data))
     assert core.flush() == []
-    assert committed(store, "SELECT reason, device, counter, consumed FROM dead_letters") == [
-        ("authentication failed for device dev-a: wrong key, forged or corrupted frame", "dev-a", None, 0)]
+    assert committed(store, "SELECT COUNT(*) FROM dead_letters") == [(0,)]  # counted, not stored
+    assert committed(store, "SELECT port, code, detail, count FROM refusals") == [("lora", "auth", "dev-a", 1)]
+    assert committed(store, "SELECT port, code, frame FROM refusal_samples") == [("lora", "auth", bytes(data))]
 
 
 def test_replayed_counter_with_other_content(core, store, frames):
@@ -90,8 +91,7 @@ def test_line_noise_then_the_next_frame_is_stored(core, store, frames, devices):
     record[20] ^= 0x04 if record[20] != 0x04 else 0x08  # a flipped bit, never turned into a delimiter
     core.receive("p", bytes(record) + frames.wire(next_))
     assert core.flush() == [("p", frames.wire(seal_ack(devices["dev-a"], 2)))]
-    reasons = [r for (r,) in committed(store, "SELECT reason FROM dead_letters")]
-    assert len(reasons) == 1 and reasons[0].startswith("stream: ")
+    assert committed(store, "SELECT code, detail, count FROM refusals") == [("stream", "crc mismatch", 1)]
     assert committed(store, "SELECT counter FROM outcomes") == [(2,)]
     assert core.stats["stream_errors"] == 1
 
@@ -102,9 +102,9 @@ def test_garbage_and_oversized_records_never_raise(core, store, frames, devices)
     core.receive("p", frames.wire(b"short"))  # a good record holding no frame
     core.receive("p", frames.wire(frames.compact("dev-b", 3)))
     assert core.flush() == [("p", frames.wire(seal_ack(devices["dev-b"], 3)))]
-    reasons = [r for (r,) in committed(store, "SELECT reason FROM dead_letters")]
-    assert any(r.startswith("stream: ") for r in reasons)
-    assert "size 5 bytes matches no profile (compact 51, full 512)" in reasons
+    counts = dict(((code, detail), n) for code, detail, n in committed(store, "SELECT code, detail, count FROM refusals"))
+    assert counts[("stream", "too long")] >= 1 and counts[("size", "")] == 1
+    assert committed(store, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
 
 
 def test_log_lines_carry_no_key_material(core, frames, devices, caplog):

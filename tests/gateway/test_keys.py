@@ -108,3 +108,42 @@ def test_key_not_in_repr(keys_dir):
     for text in (repr(entry), str(entry), repr(load_registry(keys_dir))):
         assert entry.key.hex() not in text and repr(entry.key) not in text
         assert "ecg-001" in text
+
+
+def test_broken_symlink_is_a_clear_error(keys_dir):
+    provision("ecg-001", keys_dir)
+    (keys_dir / "ghost.key").symlink_to(keys_dir / "nowhere")
+    with pytest.raises(KeyFileError, match=r"ghost.key does not exist \(or is a broken symbolic link\)"):
+        load_registry(keys_dir)
+
+
+def test_directory_named_like_a_key_is_a_clear_error(keys_dir):
+    provision("ecg-001", keys_dir)
+    (keys_dir / "folder.key").mkdir()
+    with pytest.raises(KeyFileError, match="folder.key is not a regular file"):
+        load_registry(keys_dir)
+
+
+def test_symlink_to_a_private_key_file_is_followed(keys_dir, tmp_path):
+    entry = provision("ecg-001", tmp_path / "elsewhere")
+    keys_dir.mkdir(mode=0o700)
+    (keys_dir / "ecg-001.key").symlink_to(tmp_path / "elsewhere" / "ecg-001.key")
+    assert load_registry(keys_dir) == {entry.kid: entry}
+
+
+@pytest.mark.parametrize("perm", [0o755, 0o750, 0o701])
+def test_registry_refuses_an_open_key_directory(keys_dir, perm):
+    provision("ecg-001", keys_dir)
+    os.chmod(keys_dir, perm)
+    with pytest.raises(KeyFileError, match=f"key directory {keys_dir} is accessible by group/others "
+                                           f"\\(mode {perm:04o}\\); chmod 700 it"):
+        load_registry(keys_dir)
+
+
+def test_undecodable_key_file_is_malformed_not_a_crash(keys_dir):
+    provision("ecg-001", keys_dir)
+    bad = keys_dir / "bin.key"
+    bad.write_bytes(b"\xff\xfe\x00")
+    os.chmod(bad, 0o600)
+    with pytest.raises(KeyFileError, match="bin.key cannot be read"):
+        load_registry(keys_dir)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from qis.edge import frame as spec
 from qis.gateway.core import GatewayCore
 from qis.gateway.store import OutcomeStore, StoreError
 from qis.gateway.verify import open_outcome, seal_ack
@@ -36,7 +37,7 @@ def test_add_duplicate_conflict(store, registry, frames):
     store.commit()
     assert rows(store.path, "SELECT device, counter, label, duplicates, port, frame FROM outcomes") == [
         ("dev-a", 1, 3, 2, "p0", data)]
-    assert store.counts() == {"frames_stored": 1, "duplicates": 2, "dead_letters": 0}
+    assert store.counts() == {"frames_stored": 1, "duplicates": 2, "dead_letters": 0, "refused": 0}
 
 
 def test_same_counter_on_two_devices_is_two_rows(store, registry, frames):
@@ -61,14 +62,12 @@ def test_consumed_dead_letters_kept_once_per_device_counter(store):
     assert store.dead_letter("bad version", b"x", "p", "dev-a", 5, consumed=True) == "duplicate"
     assert store.dead_letter("bad version", b"x", "p", "dev-a", 6, consumed=True) == "stored"
     assert store.dead_letter("bad version", b"x", "p", "dev-b", 5, consumed=True) == "stored"
-    # Unauthenticated refusals are not deduplicated: every one is evidence.
-    assert store.dead_letter("unknown key id", b"y", "p") == "stored"
-    assert store.dead_letter("unknown key id", b"y", "p") == "stored"
-    assert store.dead_letter("auth failed", b"z", "p", "dev-a", None) == "stored"
-    assert store.dead_letter("auth failed", b"z", "p", "dev-a", None) == "stored"
+    # A counter reused with other content (not consumed) is kept every time: it is evidence.
+    assert store.dead_letter("replayed counter", b"y", "p", "dev-a", 5) == "stored"
+    assert store.dead_letter("replayed counter", b"y", "p", "dev-a", 5) == "stored"
     store.commit()
     assert rows(store.path, "SELECT COUNT(*) FROM dead_letters WHERE consumed = 1") == [(3,)]
-    assert rows(store.path, "SELECT COUNT(*) FROM dead_letters") == [(7,)]
+    assert rows(store.path, "SELECT COUNT(*) FROM dead_letters") == [(5,)]
     assert [d["frame"] for d in store.dead_letters()][:1] == [b"x".hex()]
 
 
@@ -77,7 +76,7 @@ def test_only_committed_rows_are_visible(store, registry, frames):
     store.add(open_outcome(first, registry), first, "p")
     store.commit()
     store.add(open_outcome(second, registry), second, "p")
-    store.dead_letter("x", None, "p")
+    store.dead_letter("x", b"f", "p", "dev-a", 3)
     assert rows(store.path, "SELECT counter FROM outcomes") == [(1,)]
     assert rows(store.path, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
     store.rollback()
@@ -142,16 +141,17 @@ def test_disk_full_on_a_dead_letter(store, registry, frames):
     feed(core, "p", [frames.compact("dev-a", 0)], wire)
     (pages,) = store._db.execute("PRAGMA page_count").fetchone()
     store._db.execute(f"PRAGMA max_page_count = {pages}")
-    bad = frames.sealed_fields("dev-a", 1, [2] + frames.compact_fields()[1:])  # authenticated, wrong version
-    for _ in range(60):  # enough dead letters (with their frames) to need a new page
-        core.receive_frame("p", bad[:50] + b"\x00")  # unauthenticated: never ACKed anyway
-    core.receive_frame("p", bad)
+    wrong_version = [2] + frames.compact_fields()[1:]
+    bad = [frames.sealed_fields("dev-a", c, wrong_version) for c in range(1, 61)]  # authenticated, refused
+    for frame in bad:  # enough dead letters (with their frames) to need a new page
+        core.receive_frame("p", frame)
     assert core.flush() == []
     assert core.stats["commit_failures"] == 1
     store._db.execute("PRAGMA max_page_count = 1073741823")
-    core.receive_frame("p", bad)
-    assert len(core.flush()) == 1
-    assert rows(store.path, "SELECT reason FROM dead_letters WHERE consumed = 1") == [
+    for frame in bad:
+        core.receive_frame("p", frame)
+    assert len(core.flush()) == 60
+    assert rows(store.path, "SELECT DISTINCT reason FROM dead_letters WHERE consumed = 1") == [
         ("unsupported version 2 (this gateway speaks version 1)",)]
 
 
@@ -206,3 +206,95 @@ def test_read_only_database_can_be_exported(tmp_path, registry, frames):
 def test_database_path_is_a_directory(tmp_path):
     with pytest.raises(StoreError, match=f"database {tmp_path}"):
         OutcomeStore(tmp_path)
+
+
+def test_database_wal_and_shm_are_private(tmp_path, registry, frames):
+    path = tmp_path / "new" / "gw.db"
+    s = OutcomeStore(path)
+    data = frames.compact("dev-a", 1)
+    s.add(open_outcome(data, registry), data, "p")
+    s.commit()
+    files = [path, path.with_name("gw.db-wal"), path.with_name("gw.db-shm")]
+    assert all(f.exists() for f in files)
+    assert [oct(os.stat(f).st_mode & 0o777) for f in files] == [oct(0o600)] * 3
+    assert os.stat(path.parent).st_mode & 0o777 == 0o700
+    s.close()
+
+
+def test_an_existing_open_database_is_made_private(tmp_path):
+    path = tmp_path / "gw.db"
+    OutcomeStore(path).close()
+    for f in tmp_path.glob("gw.db*"):
+        os.chmod(f, 0o644)
+    s = OutcomeStore(path)
+    s.commit()
+    assert {f.name: oct(os.stat(f).st_mode & 0o777) for f in tmp_path.glob("gw.db*")} == {
+        f.name: oct(0o600) for f in tmp_path.glob("gw.db*")}
+    s.close()
+
+
+def test_extension_map_is_stored_and_exported(store, registry, frames):
+    fields = frames.full_fields()
+    fields[9] = {1: 5, -2: b"\x01\x02", 7: [1, "x"]}
+    data = frames.sealed_fields("dev-a", 3, fields, spec.FULL)
+    assert store.add(open_outcome(data, registry), data, "p") == "stored"
+    store.commit()
+    (row,) = list(store.outcomes())
+    assert row["ext"] == {"1": 5, "-2": "0102", "7": [1, "x"]}
+    assert rows(store.path, "SELECT ext FROM outcomes") == [(bytes.fromhex("a3 01 05 07 82 01 61 78 21 42 01 02".replace(" ", "")),)]
+
+
+def test_a_database_of_version_0_1_gains_the_new_columns_and_tables(tmp_path, registry, frames):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE outcomes (device TEXT NOT NULL, counter INTEGER NOT NULL, time INTEGER NOT NULL,
+            model INTEGER NOT NULL, domain INTEGER NOT NULL, label INTEGER NOT NULL, confidence INTEGER NOT NULL,
+            fingerprint BLOB NOT NULL, topk TEXT NOT NULL, profile TEXT NOT NULL, frame BLOB NOT NULL,
+            port TEXT NOT NULL, received_at REAL NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (device, counter));
+        CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, received_at REAL NOT NULL, port TEXT NOT NULL,
+            reason TEXT NOT NULL, device TEXT, counter INTEGER, consumed INTEGER NOT NULL DEFAULT 0, frame BLOB);
+    """)
+    db.close()
+    with pytest.raises(StoreError, match="written by an older qis-edge"):
+        OutcomeStore(path, readonly=True)
+    s = OutcomeStore(path)
+    data = frames.compact("dev-a", 1)
+    assert s.add(open_outcome(data, registry), data, "p") == "stored"
+    s.close()
+    again = OutcomeStore(path, readonly=True)
+    assert [r["ext"] for r in again.outcomes()] == [{}]
+    again.close()
+
+
+def test_dead_letters_bounded_per_device_oldest_first(tmp_path):
+    s = OutcomeStore(tmp_path / "gw.db", per_device=5)
+    for c in range(12):
+        assert s.dead_letter("bad", bytes(51), "p", "dev-a", c, consumed=True) == "stored"
+    s.dead_letter("bad", bytes(51), "p", "dev-b", 0, consumed=True)
+    s.commit()
+    assert rows(s.path, "SELECT device, counter FROM dead_letters ORDER BY id") == [
+        ("dev-a", c) for c in range(7, 12)] + [("dev-b", 0)]
+    assert rows(s.path, "SELECT device, evicted FROM retention") == [("dev-a", 7)]
+    assert s.retention()["evicted"] == 7 and s.retention()["dead_letter_rows"] == 6
+    s.close()
+
+
+def test_dead_letters_bounded_by_a_byte_budget(tmp_path):
+    s = OutcomeStore(tmp_path / "gw.db", budget_bytes=10_000)
+    for c in range(100):
+        s.dead_letter("r" * 10, bytes(512), f"p{c % 3}", f"dev-{c % 7}", c, consumed=True)
+    s.commit()
+    ret = s.retention()
+    assert ret["dead_letter_bytes"] <= 10_000 and ret["dead_letter_rows"] == ret["dead_letter_bytes"] // 522
+    assert ret["evicted"] == 100 - ret["dead_letter_rows"]
+    newest = [c for (c,) in rows(s.path, "SELECT counter FROM dead_letters ORDER BY id")]
+    assert newest == list(range(100 - len(newest), 100))
+    s.close()
+    # The running total survives a reopen and a rollback: it is read back from the table.
+    again = OutcomeStore(tmp_path / "gw.db", budget_bytes=10_000)
+    again.dead_letter("r" * 10, bytes(512), "p", "dev-x", 1, consumed=True)
+    again.rollback()
+    assert again.retention()["dead_letter_bytes"] == ret["dead_letter_bytes"]
+    again.close()
