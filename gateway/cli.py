@@ -26,6 +26,7 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("model", "compile"): ("qis.tools.qem_compile", "compile a quantized ONNX model to an edge model (.qem)"),
     ("model", "check"): ("qis.tools.model_check", "compare the edge runtime with onnxruntime"),
     ("bench", "model"): ("qis.tools.bench_model", "inferences/s and MACs/s under MicroPython, viper vs Python"),
+    ("fuzz", ""): ("qis.tools.fuzz.run", "structure-aware fuzzing of every decoder of untrusted bytes"),
 }
 
 
