@@ -1,13 +1,19 @@
 # The one place for CPython fallbacks of MicroPython-only modules. Stateless.
 #
-# Viper/native: MicroPython's compiler recognises `@micropython.viper` and
-# `@micropython.native` by their spelling at compile time (there is no runtime
-# micropython.viper object), so a plain `viper(fn)` wrapper cannot work on a board. Write
-#     from .compat import micropython, ptr8
+# Viper/native, the one fallback mechanism: every hot loop is written once.
+# MicroPython's compiler recognises `@micropython.viper` and `@micropython.native` by their
+# spelling at compile time (there is no runtime micropython.viper object), so a plain
+# `viper(fn)` wrapper cannot work on a board. Write
+#     from .compat import micropython, ptr8, ptr32
 #     @micropython.viper
 #     def f(buf: ptr8, n: int) -> int: ...
-# On MicroPython `micropython` is the real module; on CPython it is a stand-in whose
-# decorators return the function unchanged and `ptr8(x)` returns x, so the same source runs.
+# On MicroPython `micropython` is the real module and the compiler handles the pointer
+# annotations and casts; on CPython the decorators return the function unchanged and
+# ptr8/ptr16/ptr32 are identities, so the same source runs as plain Python.
+#
+# Clocks: ticks_ms() wraps (every 2**30 ms, about 12.4 days, on MicroPython). Deadlines
+# are ticks_add(now, ms) and compared with ticks_diff, never `now + ms` or `<`; CPython
+# uses the same wrapping arithmetic, so a test near the wrap means the same on both.
 import os
 import sys
 import time
@@ -25,6 +31,10 @@ if IS_MICROPYTHON:
 
     def ticks_ms():
         return time.ticks_ms()
+
+    def ticks_add(a, ms):
+        """The ticks value ms milliseconds after a (ms may be negative)."""
+        return time.ticks_add(a, ms)
 
     def ticks_diff(a, b):
         """a - b in milliseconds, correct across the wrap-around of ticks_ms()."""
@@ -65,12 +75,19 @@ else:
         def encrypt(self, src, dst):
             dst[: len(src)] = self._enc.update(src)
 
+    TICKS_PERIOD = 1 << 30  # as MicroPython's ports: ticks wrap at 2**30
+    _TICKS_HALF = TICKS_PERIOD >> 1
+
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000) & (TICKS_PERIOD - 1)
+
+    def ticks_add(a, ms):
+        """The ticks value ms milliseconds after a (ms may be negative)."""
+        return (a + ms) & (TICKS_PERIOD - 1)
 
     def ticks_diff(a, b):
-        """a - b in milliseconds (CPython's monotonic clock does not wrap)."""
-        return a - b
+        """a - b in milliseconds, correct across the wrap-around of ticks_ms()."""
+        return ((a - b + _TICKS_HALF) & (TICKS_PERIOD - 1)) - _TICKS_HALF
 
     def time_s():
         """Unix time in whole seconds."""
@@ -78,8 +95,12 @@ else:
 
 
 def ptr8(buf):
-    """Viper's pointer cast; only ever called on CPython (the viper compiler handles it)."""
+    """Viper's pointer casts and annotations; only ever run on CPython (on MicroPython the
+    viper compiler handles them inside @micropython.viper functions)."""
     return buf
+
+
+ptr16 = ptr32 = ptr8
 
 
 def urandom(n):

@@ -22,8 +22,13 @@ class FrameError(QisError):
     """A well-formed message that breaks the frame rules (version, type, size, field)."""
 
 
-class StoreError(QisError):
+class FlashError(QisError):
     """Persistent state on flash is unusable (corrupt, or the file system refused)."""
+
+
+class ConfigError(QisError):
+    """A parameter given to the edge code is outside what it supports (a sample rate, a
+    buffer or fingerprint shape): a programming or configuration error, not bad input."""
 
 
 class ModelError(QisError):

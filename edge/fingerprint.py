@@ -7,6 +7,8 @@
 # arithmetic only, so MicroPython and CPython compute the very same bits.
 from array import array
 
+from .errors import ConfigError
+
 _MASK32 = 0xFFFFFFFF
 
 
@@ -22,7 +24,7 @@ class SimHash:
 
     def __init__(self, dim, tables, bits, seed=1):
         if dim < 1 or tables < 1 or bits < 1 or (tables * bits) % 8:
-            raise ValueError("SimHash needs dim, tables, bits >= 1 and tables*bits a multiple of 8")
+            raise ConfigError("SimHash needs dim, tables, bits >= 1 and tables*bits a multiple of 8")
         self.dim = dim
         self.tables = tables
         self.bits = bits
@@ -42,7 +44,7 @@ class SimHash:
         The returned bytearray is reused by the next call: copy it to keep it.
         """
         if len(vec) != self.dim:
-            raise ValueError("embedding has %d values, SimHash expects %d" % (len(vec), self.dim))
+            raise ConfigError("embedding has %d values, SimHash expects %d" % (len(vec), self.dim))
         out = self._out
         planes = self._planes
         dim = self.dim

@@ -21,10 +21,7 @@
 #   32-bit port (ESP32, RP2040) requant and the ptr32 sign fix need a split multiply,
 #   not written yet (the same source without @micropython.viper is correct there, but
 #   slow, and big ints allocate).
-from .compat import IS_MICROPYTHON, micropython
-
-if not IS_MICROPYTHON:
-    ptr8 = ptr32 = object  # viper annotation names, evaluated (and unused) on CPython
+from .compat import micropython, ptr8, ptr32
 
 
 @micropython.viper

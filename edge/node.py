@@ -12,7 +12,7 @@
 #   key. An ACK for a counter no longer pending is harmless (a duplicate ACK) and ignored.
 # - After a reboot the outbox is sent again from its oldest frame.
 from . import frame
-from .compat import ticks_diff
+from .compat import ticks_add, ticks_diff
 from .errors import QisError
 
 EVENT_ACKED = "acked"
@@ -61,7 +61,7 @@ class Node:
         for counter, entry in self._inflight.items():
             if ticks_diff(now, entry[1]) >= 0:
                 entry[2] = min(entry[2] * 2, self.max_rto_ms)
-                entry[1] = now + entry[2] + self._jitter(counter, entry[2])
+                entry[1] = ticks_add(now, entry[2] + self._jitter(counter, entry[2]))
                 out.append(entry[0])
                 self.retransmissions += 1
         if len(self._inflight) < self.window:
@@ -71,7 +71,7 @@ class Node:
                 if counter in self._inflight:
                     continue
                 sealed = self._outbox.get(counter)
-                self._inflight[counter] = [sealed, now + self.rto_ms + self._jitter(counter, self.rto_ms), self.rto_ms]
+                self._inflight[counter] = [sealed, ticks_add(now, self.rto_ms + self._jitter(counter, self.rto_ms)), self.rto_ms]
                 out.append(sealed)
         self.transmissions += len(out)
         return out

@@ -16,7 +16,7 @@ import binascii
 import os
 import struct
 
-from .errors import StoreError
+from .errors import FlashError
 
 from .compat import const
 
@@ -56,7 +56,7 @@ class Counter:
 
     def __init__(self, directory, block=64):
         if block < 1:
-            raise StoreError("counter block must be >= 1, got %d" % block)
+            raise FlashError("counter block must be >= 1, got %d" % block)
         self._paths = (directory + "/counter.a", directory + "/counter.b")
         self._block = block
         seq, reserved = self._load()
@@ -80,7 +80,7 @@ class Counter:
         if best is None:
             if _exists(self._paths[0]) or _exists(self._paths[1]):
                 # Both slots exist and neither is valid: resuming at 0 could reuse nonces.
-                raise StoreError("counter state is corrupt in both slots; refusing to reuse nonces")
+                raise FlashError("counter state is corrupt in both slots; refusing to reuse nonces")
             return 0, 0
         return best
 
@@ -96,7 +96,7 @@ class Counter:
         """The next counter value; reserves a new block on flash first when needed."""
         value = self._next
         if value > _MAX_COUNTER:
-            raise StoreError("counter exhausted: this device key must be replaced")
+            raise FlashError("counter exhausted: this device key must be replaced")
         if value >= self._reserved:
             self._reserve(min(value + self._block, _MAX_COUNTER + 1))
         self._next = value + 1

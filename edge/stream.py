@@ -18,7 +18,7 @@
 import binascii
 import struct
 
-from .compat import IS_MICROPYTHON, const, micropython
+from .compat import const, micropython, ptr8
 from .errors import EncodeError, QisError
 
 
@@ -39,10 +39,11 @@ def max_wire_size(payload_len):
     return cobs_capacity(payload_len + _CRC_LEN) + 2
 
 
-# --- COBS hot loops: pure Python (block by block, for CPython), viper on MicroPython ---
+# --- COBS hot loops: written once as viper; on CPython compat's stand-ins run the same source
 
 
-def _stuff_py(buf, d, m):
+@micropython.viper
+def _stuff(buf: ptr8, d: int, m: int) -> int:
     """COBS-encode buf[d:d+m] in place into buf[1:]; return the end index of the output.
 
     Safe in place because the input starts d >= 2 + m // 254 bytes in: each code byte
@@ -50,95 +51,54 @@ def _stuff_py(buf, d, m):
     """
     r = d
     end = d + m
-    w = 1
-    while True:
-        lim = min(r + _BLOCK, end)
-        j = buf.find(_ZERO, r, lim)
-        k = (lim if j < 0 else j) - r
-        buf[w] = k + 1
-        buf[w + 1 : w + 1 + k] = buf[r : r + k]
-        w += k + 1
-        r += k if j < 0 else k + 1
-        if r >= end and j < 0:
-            return w
-        # Otherwise: a full block (0xFF) with data left, or a zero consumed; a zero that
-        # ends the data still needs a final empty block ("01"), made by one more pass.
+    c = 1  # index of the open block's code byte
+    w = 2
+    code = 1
+    while r < end:
+        b = buf[r]
+        r += 1
+        if b == 0:
+            buf[c] = code
+            c = w
+            w += 1
+            code = 1
+        else:
+            buf[w] = b
+            w += 1
+            code += 1
+            if code == 0xFF:
+                buf[c] = code
+                code = 1
+                if r < end:
+                    c = w
+                    w += 1
+                else:
+                    c = -1  # data ended on a full block: no final code byte
+    if c >= 0:
+        buf[c] = code
+    return w
 
 
-def _unstuff_py(buf, n):
+@micropython.viper
+def _unstuff(buf: ptr8, n: int) -> int:
     """COBS-decode buf[:n] (no zero bytes in it) in place; return the decoded length,
     or -1 if a block runs past the end of the record."""
     r = 0
     w = 0
     while r < n:
-        code = buf[r]
+        code = int(buf[r])
         end = r + code
         if end > n:
             return -1
-        k = code - 1
-        buf[w : w + k] = buf[r + 1 : end]
-        w += k
-        r = end
+        r += 1
+        while r < end:
+            buf[w] = buf[r]
+            w += 1
+            r += 1
         if code != 0xFF and r < n:
             buf[w] = 0
             w += 1
     return w
-
-
-_stuff = _stuff_py
-_unstuff = _unstuff_py
-
-if IS_MICROPYTHON:
-
-    @micropython.viper
-    def _stuff(buf: ptr8, d: int, m: int) -> int:
-        r = d
-        end = d + m
-        c = 1  # index of the open block's code byte
-        w = 2
-        code = 1
-        while r < end:
-            b = buf[r]
-            r += 1
-            if b == 0:
-                buf[c] = code
-                c = w
-                w += 1
-                code = 1
-            else:
-                buf[w] = b
-                w += 1
-                code += 1
-                if code == 0xFF:
-                    buf[c] = code
-                    code = 1
-                    if r < end:
-                        c = w
-                        w += 1
-                    else:
-                        c = -1  # data ended on a full block: no final code byte
-        if c >= 0:
-            buf[c] = code
-        return w
-
-    @micropython.viper
-    def _unstuff(buf: ptr8, n: int) -> int:
-        r = 0
-        w = 0
-        while r < n:
-            code = buf[r]
-            end = r + code
-            if end > n:
-                return -1
-            r += 1
-            while r < end:
-                buf[w] = buf[r]
-                w += 1
-                r += 1
-            if code != 0xFF and r < n:
-                buf[w] = 0
-                w += 1
-        return w
 
 
 def _payload_len(payload, max_payload):

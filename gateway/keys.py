@@ -13,13 +13,15 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import GatewayError
+
 KEY_LEN = 16  # AES-CCM-16-64-128
 KID_LEN = 4
 COSE_ALG_AES_CCM_16_64_128 = 10
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class KeyFileError(Exception):
+class KeyFileError(GatewayError):
     """A key file or key directory that cannot be used (named in the message)."""
 
 

@@ -19,6 +19,7 @@ Rules:
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -30,6 +31,7 @@ from typing import Literal
 
 from qis.edge import cbor as det_cbor
 
+from .errors import GatewayError
 from .verify import REASON_MAX, Outcome, jsonable
 
 Disposition = Literal["stored", "duplicate", "conflict"]
@@ -94,8 +96,21 @@ DEAD_LETTERS_PER_DEVICE = 1000
 DEAD_LETTER_BUDGET_BYTES = 64 * 1024 * 1024
 
 
-class StoreError(Exception):
+class DatabaseError(GatewayError):
     """The database cannot take the write (disk full, read-only, corrupt); nothing is acknowledged."""
+
+
+def _database_errors(method):
+    """A write's sqlite3 errors as DatabaseError: callers know the store, not SQL."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"write to {self.path} failed: {exc}") from exc
+
+    return wrapper
 
 
 class OutcomeStore:
@@ -119,7 +134,7 @@ class OutcomeStore:
                 _make_private(self.path)
                 self._db = sqlite3.connect(self.path, isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         try:
             if readonly:
                 self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()
@@ -143,7 +158,7 @@ class OutcomeStore:
                 self.rollback()
         except sqlite3.Error as exc:
             self._db.close()
-            raise StoreError(f"cannot use database {self.path}: {exc}") from exc
+            raise DatabaseError(f"cannot use database {self.path}: {exc}") from exc
         for suffix in ("-wal", "-shm"):  # SQLite gives them the database's mode; older files may differ
             _make_private(self.path.with_name(self.path.name + suffix), create=False)
         self._dead_bytes = self._count_dead_bytes()
@@ -174,6 +189,7 @@ class OutcomeStore:
                                    (device, counter)).fetchone()
         return None if row is None else row[0]
 
+    @_database_errors
     def add(self, outcome: Outcome, frame: bytes, port: str) -> Disposition:
         """Record an outcome (uncommitted until commit())."""
         self._begin()
@@ -193,6 +209,7 @@ class OutcomeStore:
         )
         return "stored"
 
+    @_database_errors
     def dead_letter(self, reason: str, frame: bytes, port: str, device: str, counter: int,
                     consumed: bool = False) -> Disposition:
         """Record an authenticated frame that was refused; a consumed one claims its
@@ -229,6 +246,7 @@ class OutcomeStore:
         if not victims:  # nothing left to evict: the budget is smaller than one row
             self._dead_bytes = 0
 
+    @_database_errors
     def save_refusals(self, counts: list[tuple[str, str, str, int, float, float]], dropped: list[tuple[str, str, str]],
                       samples: list[tuple[str, int, float, str, bytes]]) -> None:
         """Write refusal counts (port, code, detail, count, first_at, last_at) as they now
@@ -265,7 +283,7 @@ class OutcomeStore:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self.rollback()
-                raise StoreError(f"commit to {self.path} failed: {exc}") from exc
+                raise DatabaseError(f"commit to {self.path} failed: {exc}") from exc
 
     def rollback(self) -> None:
         """Drop every write since the last commit (a no-op if SQLite already rolled back)."""
@@ -283,6 +301,10 @@ class OutcomeStore:
         (dead,) = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
         (refused,) = self._db.execute("SELECT COALESCE(SUM(count), 0) FROM refusals").fetchone()
         return {"frames_stored": stored, "duplicates": dups, "dead_letters": dead, "refused": refused}
+
+    def labels(self, device: str) -> dict[int, int]:
+        """counter -> label of every outcome stored for device."""
+        return dict(self._db.execute("SELECT counter, label FROM outcomes WHERE device = ?", (device,)))
 
     def outcomes(self) -> Iterator[dict]:
         """Every stored outcome, oldest device counter first."""
@@ -315,7 +337,7 @@ class OutcomeStore:
 
 def _make_private(path: Path, create: bool = True) -> None:
     """Create path empty with mode 0600 (its directory 0700), or take group and others'
-    bits off an existing file; StoreError if that is not allowed."""
+    bits off an existing file; DatabaseError if that is not allowed."""
     try:
         if create and not path.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -325,7 +347,7 @@ def _make_private(path: Path, create: bool = True) -> None:
             if mode & 0o077:
                 os.chmod(path, mode & 0o700)
     except OSError as exc:
-        raise StoreError(f"cannot make {path} private to this user (it holds outcomes in the clear): {exc}") from exc
+        raise DatabaseError(f"cannot make {path} private to this user (it holds outcomes in the clear): {exc}") from exc
 
 
 def _json(value: object) -> str:

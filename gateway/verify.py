@@ -17,7 +17,7 @@ code's crypto: the `cryptography` package decrypts. Rules for untrusted bytes:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import cbor2
 from cryptography.exceptions import InvalidTag
@@ -88,6 +88,10 @@ class Outcome:
     fingerprint: bytes
     topk: list[list[int]] = field(default_factory=list)
     ext: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        """Every field, byte strings as hex."""
+        return {k: jsonable(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import tty
 from pathlib import Path
 
 
-QIS = [sys.executable, "-m", "qis.gateway.cli"]
+QIS = [sys.executable, "-m", "qis.tools.cli.main"]
 
 
 class Gateway:

@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 
 from .qem_compile import compile_bytes
-from .emulate import micropython_binary
+from .sim.micropython import binary as micropython_binary
+from .sim.micropython import lib_dir, models_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = lib_dir()
 EDGE_FILES = ("__init__.py", "compat.py", "errors.py", "kernels.py", "model.py")
 
 _DRIVER = r"""
@@ -99,7 +100,7 @@ def measure(model: Path, runs: int = 2000, py_runs: int = 20) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=str(ROOT / "models/ecg_cnn/model.int8.onnx"), help="quantized ONNX model")
+    parser.add_argument("--model", default=str(models_dir() / "ecg_cnn/model.int8.onnx"), help="quantized ONNX model")
     parser.add_argument("--runs", type=int, default=2000, help="timed inferences with viper kernels")
     parser.add_argument("--python-runs", type=int, default=20, help="timed inferences with plain bytecode kernels")
 

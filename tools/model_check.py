@@ -29,9 +29,10 @@ import onnx
 
 from . import qem_format as F
 from .qem_compile import CompileError, compile_bytes
-from .emulate import micropython_binary
+from .sim.micropython import binary as micropython_binary
+from .sim.micropython import lib_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = lib_dir()
 
 _MP_DRIVER = r"""
 import sys

@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 
 from . import qem_format as F
+from .errors import ToolError
 
 
-class CompileError(Exception):
+class CompileError(ToolError):
     """The ONNX graph uses something the edge runtime does not support."""
 
 

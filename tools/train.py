@@ -23,7 +23,8 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from qis.tools import ecg5000, quantize
+from qis.tools import quantize
+from qis.tools.datasets import ecg5000
 
 _REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("ecg_mlp", "ecg_cnn")

@@ -3,19 +3,21 @@
 # Flash is STATE_DIR (config.json with the key, counter slots, outbox); the UART is
 # stdin/stdout, which the host connects to a pty; the sensor replays a recorded ECG
 # (int16 samples at 360 Hz) from OFFSET, looping. Events go to stderr as JSON lines.
+import gc
 import json
 import sys
 from array import array
 
-from edge import app, conclude, store
+from edge import device, store
 from edge.ccm import CCM
 from edge.compat import ticks_ms, time_s
+from edge.ecg.app import EcgApp
+from edge.ecg.conclude import QemModel, RuleModel
+from edge.ecg.registry import DOMAIN_ECG_BEAT
 from edge.fingerprint import SimHash
 from edge.frame import profile
 from edge.links.uart import UartLink
 from edge.node import Node
-
-DOMAIN_ECG_BEAT = 1
 
 
 def report(ev, **fields):
@@ -37,28 +39,23 @@ def replay(path, offset):
                 yield buf[i]
 
 
-def unhex(text):
-    return bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
-
-
-def load_model(name, model_id):
-    if name == "rule":
-        return conclude.RuleModel()
-    return conclude.QemModel(name, model_id)
-
-
 def main(argv):
     state, frames, replay_path, offset = argv[1], int(argv[2]), argv[3], int(argv[4])
     with open(state + "/config.json") as f:
         config = json.load(f)
     prof = profile(config["profile"])
-    model = load_model(config["model"], config["model_id"])
-    node = Node(CCM(unhex(config["key"])), unhex(config["kid"]), store.Counter(state), store.Outbox(state), prof)
+    key, kid = bytes.fromhex(config["key"]), bytes.fromhex(config["kid"])
+    model_file, model_id = config["model"], config["model_id"]
     config = None  # the key is not kept around in plain sight
+    # The largest long-lived buffers first, after a collection of what compiling the
+    # modules left behind: the heap is least fragmented then.
+    gc.collect()
+    model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
     simhash = SimHash(model.embedding_dim, prof.fingerprint_tables, prof.fingerprint_bits, seed=DOMAIN_ECG_BEAT)
+    app = EcgApp(replay(replay_path, offset), model, simhash)
+    node = Node(CCM(key), kid, store.Counter(state), store.Outbox(state), prof)
     link = UartLink(sys.stdin.buffer, sys.stdout.buffer)
-    return app.run(node, link, replay(replay_path, offset), model, simhash, frames, DOMAIN_ECG_BEAT,
-                   ticks_ms, time_s, report)
+    return device.run(node, link, app, frames, ticks_ms, time_s, report)
 
 
 try:

@@ -1,33 +1,50 @@
-# UART link: moves bytes, nothing else. On a board it wraps machine.UART; on the unix port
-# (emulation) the process's stdin/stdout, which the host connects to a pty; on a CPython
-# host (Raspberry Pi) a pyserial port.
+# UART link: whole frames in and out of a byte stream, framed as COBS+CRC stream records
+# (edge/stream.py). On a board it wraps machine.UART; on the unix port (emulation) the
+# process's stdin/stdout, which the host connects to a pty; on a CPython host (Raspberry
+# Pi) a pyserial port.
 #
-# read() returns a memoryview into one preallocated buffer, reused by the next read().
+# Rules: send() writes one record from a preallocated buffer; receive() returns the whole
+# frames that arrived within the timeout (records that fail COBS or CRC are line noise and
+# dropped: only the tag decides what a frame means).
 import select
+
+from .. import stream
 
 _POLL_ERR = select.POLLHUP | select.POLLERR
 
 
 class UartLink:
-    def __init__(self, rx, tx=None, bufsize=256):
-        """rx: a machine.UART, or a binary stream; tx defaults to rx."""
+    def __init__(self, rx, tx=None, max_send=512, max_receive=64, bufsize=256):
+        """rx: a machine.UART, or a binary stream; tx defaults to rx. max_send: the largest
+        frame sent (a full outcome); max_receive: the largest accepted (an ACK)."""
         self._rx = rx
         self._tx = tx if tx is not None else rx
         self._buf = bytearray(bufsize)
         self._view = memoryview(self._buf)
+        self._wire = bytearray(stream.max_wire_size(max_send))
+        self._max_send = max_send
+        self._decoder = stream.Decoder(max_receive)
         self._poll = select.poll()
         self._poll.register(rx, select.POLLIN)
         self._has_any = hasattr(rx, "any")  # machine.UART knows how many bytes wait
         self._has_in_waiting = hasattr(rx, "in_waiting")  # so does pyserial
         self.closed = False
 
-    def write(self, data):
-        self._tx.write(data)
+    def send(self, frame):
+        n = stream.encode_into(frame, self._wire, self._max_send)
+        self._tx.write(memoryview(self._wire)[:n])
         if hasattr(self._tx, "flush"):
             self._tx.flush()
 
-    def read(self, timeout_ms):
-        """Bytes that arrived within timeout_ms (a reused view), or None."""
+    def receive(self, timeout_ms):
+        """The frames that arrived within timeout_ms (a list, often empty)."""
+        data = self._read(timeout_ms)
+        if not data:
+            return []
+        return [value for kind, value in self._decoder.feed(data) if kind == "frame"]
+
+    def _read(self, timeout_ms):
+        """Bytes that arrived within timeout_ms (a view of a reused buffer), or None."""
         events = self._poll.poll(timeout_ms)
         if not events:
             return None

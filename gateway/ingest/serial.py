@@ -1,8 +1,13 @@
-"""Serial ingest: an asyncio shell that moves bytes between pyserial ports and GatewayCore.
+"""Serial ingest: the serial link's framing and an asyncio shell around GatewayCore.
 
-Rules:
+On a byte stream every frame travels as a stream record, ``00 COBS(frame || CRC32 LE) 00``
+(docs/PROTOCOL.md, "Stream records"). ``RecordDecoder`` is the gateway's own sans-IO
+reader of that format, on the `cobs` package; the edge's is edge/stream.py.
+
+Rules of the shell:
 - All reads that are ready in one loop iteration are fed to the core, then one flush()
   commits them together and the ACKs go out: one fsync per batch instead of per frame.
+  A flush also runs once a second, so refusal counts held back reach the disk.
 - No port can stall another: ACKs are written without blocking into the port's file
   descriptor; what the port cannot take at once waits in that port's own output queue,
   drained when the port is writable. A queue that would grow past ``max_queue`` bytes
@@ -14,27 +19,99 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import os
+from collections.abc import Callable
 
 import serial
+from cobs import cobs
 
-from ..core import GatewayCore
+from ..core import Flushed, GatewayCore
 
 log = logging.getLogger("qis.gateway.serial")
+MAX_FRAME = 600  # larger than any profile; a longer record is line noise
+
+
+def encode_record(frame: bytes) -> bytes:
+    """The stream record of one frame."""
+    return b"\x00" + cobs.encode(frame + binascii.crc32(frame).to_bytes(4, "little")) + b"\x00"
+
+
+class RecordDecoder:
+    """Stream records in, ("frame", bytes) and ("error", reason) events out.
+
+    A 0x00 ends a record (an empty one, between two delimiters, is normal). A record that
+    grows past the longest a MAX_FRAME frame can make is reported as "too long" at once
+    and the bytes up to the next 0x00 are dropped, which resynchronises.
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self.max_record = max_frame + 4 + (max_frame + 4) // 254 + 1
+        self._record = bytearray()
+        self._skip = False
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes | str]]:
+        events: list[tuple[str, bytes | str]] = []
+        start = 0
+        while start <= len(data):
+            end = data.find(0, start)
+            piece = data[start:len(data) if end < 0 else end]
+            if not self._skip:
+                if len(self._record) + len(piece) > self.max_record:
+                    events.append(("error", "too long"))
+                    self._record.clear()
+                    self._skip = True
+                else:
+                    self._record += piece
+            if end < 0:
+                break
+            if self._skip:
+                self._skip = False
+            elif self._record:
+                events.append(self._decode(bytes(self._record)))
+                self._record.clear()
+            start = end + 1
+        return events
+
+    def _decode(self, record: bytes) -> tuple[str, bytes | str]:
+        try:
+            body = cobs.decode(record)
+        except cobs.DecodeError:
+            return ("error", "cobs: block runs past the end of the record")
+        if len(body) < 4:
+            return ("error", "too short")
+        if len(body) - 4 > self.max_frame:
+            return ("error", "too long")
+        frame = body[:-4]
+        if binascii.crc32(frame) != int.from_bytes(body[-4:], "little"):
+            return ("error", "crc mismatch")
+        return ("frame", frame)
+
+
+def deliver(core: GatewayCore, port: str, decoder: RecordDecoder, data: bytes) -> None:
+    """Feed bytes read from port: whole frames to the core, what was not a frame counted."""
+    for kind, value in decoder.feed(data):
+        if kind == "frame":
+            core.receive(port, value)
+        else:
+            core.refuse(port, "stream", value)
 
 
 class SerialIngest:
     """Reads and writes the given serial ports on the running event loop."""
 
     def __init__(self, core: GatewayCore, paths: list[str], baudrate: int = 115200, reopen_s: float = 0.5,
-                 max_queue: int = 16384) -> None:
+                 max_queue: int = 16384, on_commit: Callable[[Flushed], None] | None = None) -> None:
         self.core = core
         self.paths = paths
         self.baudrate = baudrate
         self.reopen_s = reopen_s
         self.max_queue = max_queue
+        self.on_commit = on_commit  # told of every commit (routing hangs here)
         self._ports: dict[str, serial.Serial] = {}
+        self._decoders: dict[str, RecordDecoder] = {}
         self._queues: dict[str, bytearray] = {}
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -46,7 +123,6 @@ class SerialIngest:
         self._tick()
 
     def _tick(self) -> None:
-        """A flush every second even without input: refusal counts held back reach the disk."""
         self._schedule_flush()
         self._ticker = self._loop.call_later(1.0, self._tick)
 
@@ -64,6 +140,7 @@ class SerialIngest:
             return
         os.set_blocking(port.fileno(), False)
         self._ports[path] = port
+        self._decoders[path] = RecordDecoder()
         self._queues[path] = bytearray()
         self._loop.add_reader(port.fileno(), self._on_readable, path)
         log.info("listening on %s", path)
@@ -91,21 +168,25 @@ class SerialIngest:
         if not data:  # readable but empty: the other side hung up
             self._close(path, "hang-up")
             return
-        self.core.receive(path, data)
+        deliver(self.core, path, self._decoders[path], data)
         self._schedule_flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        for path, wire in self.core.flush():
+        done = self.core.flush()
+        for path, ack in done.acks:
             queue = self._queues.get(path)
             if queue is None:
                 continue  # the port went away; the device will retransmit and get a new ACK
+            wire = encode_record(ack)
             if len(queue) + len(wire) > self.max_queue:
                 self._close(path, f"output queue over {self.max_queue} bytes: the other side is not reading")
                 continue
             queue += wire
             if len(queue) == len(wire):  # the queue was empty: nothing is waiting on writability
                 self._drain(path)
+        if self.on_commit is not None and (done.acks or done.committed):
+            self.on_commit(done)
 
     def _drain(self, path: str) -> None:
         """Write what the port takes now; wait for writability for the rest."""

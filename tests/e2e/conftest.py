@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from qis.gateway.keys import provision
-from qis.tools.loopback import Loopback
+from qis.tools.sim.loopback import Loopback
 
 
 @pytest.fixture

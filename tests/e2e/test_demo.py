@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-QIS = [sys.executable, "-m", "qis.gateway.cli"]
+QIS = [sys.executable, "-m", "qis.tools.cli.main"]
 
 
 def test_demo_stores_every_frame_exactly_once(tmp_path):

@@ -6,7 +6,7 @@ as "replayed counter"), and every frame concluded is eventually stored.
 """
 from procs import Device, Gateway, dead_letters, outbox, refusals, rows, wait_until
 
-from qis.tools.loopback import Loopback
+from qis.tools.sim.loopback import Loopback
 
 
 def _check_exactly_once(db, device: Device, name: str, concluded: int) -> None:

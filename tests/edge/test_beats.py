@@ -5,7 +5,8 @@ from array import array
 
 from edgetest import load, raises
 
-beats = load("beats")
+beats = load("ecg.beats")
+errors = load("errors")
 
 FS = 360
 N_SAMPLES = 108000  # 5 minutes at 360 Hz
@@ -197,10 +198,10 @@ def test_saturated_input_does_not_crash():
 
 
 def test_detector_rejects_bad_configuration():
-    exc = raises(ValueError, beats.BeatDetector, 50)
+    exc = raises(errors.ConfigError, beats.BeatDetector, 50)
     assert "fs" in str(exc)
-    raises(ValueError, beats.BeatDetector, 360.0)
-    exc = raises(ValueError, beats.BeatDetector, 360, array("f", [0.0] * 139))
+    raises(errors.ConfigError, beats.BeatDetector, 360.0)
+    exc = raises(errors.ConfigError, beats.BeatDetector, 360, array("f", [0.0] * 139))
     assert "140" in str(exc)
 
 
@@ -221,9 +222,9 @@ def test_classify_rr_rule():
     assert beats.classify_rr(100, 200) == (1, 255)
     assert beats.classify_rr(0, 200) == (0, 0)  # first beat: no RR yet
     assert beats.classify_rr(200, 0) == (0, 0)  # no mean yet
-    exc = raises(ValueError, beats.classify_rr, -1, 200)
+    exc = raises(errors.ConfigError, beats.classify_rr, -1, 200)
     assert "rr" in str(exc)
-    raises(ValueError, beats.classify_rr, 100, -5)
+    raises(errors.ConfigError, beats.classify_rr, 100, -5)
 
 
 def test_embedding_values():
@@ -248,8 +249,8 @@ def test_embedding_values():
 def test_embedding_rejects_bad_arguments():
     out = array("b", bytes(beats.EMBED_DIM))
     win = array("f", [0.0] * beats.WINDOW)
-    exc = raises(ValueError, beats.embedding, array("f", [0.0] * 10), 1, 1, out)
+    exc = raises(errors.ConfigError, beats.embedding, array("f", [0.0] * 10), 1, 1, out)
     assert "window" in str(exc)
-    exc = raises(ValueError, beats.embedding, win, 1, 1, array("b", bytes(8)))
+    exc = raises(errors.ConfigError, beats.embedding, win, 1, 1, array("b", bytes(8)))
     assert "output" in str(exc)
-    raises(ValueError, beats.embedding, win, -1, 1, out)
+    raises(errors.ConfigError, beats.embedding, win, -1, 1, out)

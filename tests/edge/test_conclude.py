@@ -2,8 +2,9 @@ from array import array
 
 from edgetest import load, raises
 
-beats = load("beats")
-conclude = load("conclude")
+beats = load("ecg.beats")
+conclude = load("ecg.conclude")
+registry = load("ecg.registry")
 errors = load("errors")
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -38,7 +39,7 @@ def test_rule_model_follows_rr():
 
 
 def test_cnn_concludes_on_replayed_beats():
-    m = conclude.QemModel(CNN, conclude.MODEL_ECG_CNN)
+    m = conclude.QemModel(CNN, registry.MODEL_ECG_CNN)
     assert m.model_id == 3 and m.embedding_dim == 16
     labels = []
     for window, rr, mean_rr in _first_beats(12):

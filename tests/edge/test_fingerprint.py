@@ -1,6 +1,7 @@
 from edgetest import load, raises
 
 fp = load("fingerprint")
+errors = load("errors")
 
 # Golden bits: the same on MicroPython and CPython (integer arithmetic only).
 GOLDEN_COMPACT = "fcca438a"
@@ -40,7 +41,7 @@ def test_seed_changes_the_planes():
 
 
 def test_bad_shapes_are_refused():
-    raises(ValueError, fp.SimHash, 16, 3, 5)
+    raises(errors.ConfigError, fp.SimHash, 16, 3, 5)
     h = fp.SimHash(16, 4, 8)
-    err = raises(ValueError, h.fingerprint, [1, 2, 3])
+    err = raises(errors.ConfigError, h.fingerprint, [1, 2, 3])
     assert "16" in str(err)

@@ -127,3 +127,29 @@ def test_next_deadline():
         assert 100 <= wait <= 125
     finally:
         rmtree(d)
+
+
+compat = load("compat")
+
+
+def test_retransmission_timing_across_a_ticks_wrap():
+    # The same schedule as test_retransmits_identical_bytes_with_backoff, starting 120 ms
+    # before ticks_ms() wraps (2**30 on a 32-bit board and on CPython, 2**62 on the 64-bit
+    # unix port): deadlines are ticks_add'ed, so the wrap changes nothing.
+    def at(ms):
+        return compat.ticks_add(compat.ticks_add(0, -120), ms)
+
+    assert compat.ticks_diff(at(200), at(0)) == 200 and at(200) < at(0)  # really across the wrap
+    d = tmpdir("node")
+    try:
+        n = _node(d, window=1, rto=100)
+        _conclude(n)
+        first = n.poll(at(0))[0]
+        assert n.poll(at(50)) == []
+        assert 50 <= n.next_deadline(at(50)) <= 75
+        assert n.poll(at(200)) == [first]
+        assert n.poll(at(350)) == []
+        assert n.poll(at(700)) == [first]
+        assert n.retransmissions == 2
+    finally:
+        rmtree(d)

@@ -70,7 +70,7 @@ def test_counter_refuses_two_corrupt_slots():
         for name in ("counter.a", "counter.b"):
             with open(d + "/" + name, "wb") as f:
                 f.write(b"\xff" * 20)
-        err = raises(errors.StoreError, store.Counter, d)
+        err = raises(errors.FlashError, store.Counter, d)
         assert "corrupt" in str(err)
     finally:
         rmtree(d)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from qis.edge import frame as spec
-from qis.gateway.cli import main
+from qis.tools.cli.main import main
 from qis.gateway.keys import load_registry
 from qis.gateway.store import OutcomeStore
 from qis.gateway.verify import open_outcome
@@ -91,7 +91,7 @@ def test_decode_with_unsafe_key_directory(frames, keys_dir, devices):
     os.chmod(keys_dir / "dev-b.key", 0o644)
     r = qis("frame", "decode", frames.compact("dev-a", 1).hex(), "--keys", str(keys_dir))
     assert r.returncode == 1
-    assert r.stderr == (f"qis frame decode: rejected: key file {keys_dir / 'dev-b.key'} is accessible by"
+    assert r.stderr == (f"qis frame decode: key file {keys_dir / 'dev-b.key'} is accessible by"
                         " group/others (mode 0644); chmod 600 it\n")
     assert devices["dev-b"].key.hex() not in r.stderr
 

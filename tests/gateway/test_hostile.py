@@ -18,6 +18,7 @@ from qis.edge import frame as spec
 from qis.edge import stream
 from qis.edge.ccm import CCM
 from qis.gateway.core import GatewayCore
+from qis.gateway.ingest.serial import RecordDecoder, deliver
 from qis.gateway.store import OutcomeStore
 from qis.gateway.verify import REASON_MAX, Rejected, open_outcome
 from qis.tools.fuzz import inputs
@@ -109,10 +110,11 @@ def test_hostile_authenticated_plaintexts_only_raise_rejected(rng, full):
 def test_the_core_never_raises_on_hostile_streams(tmp_path_factory, chunks):
     store = OutcomeStore(tmp_path_factory.mktemp("db") / "gw.db")
     core = GatewayCore(REGISTRY, store)
+    decoder = RecordDecoder()
     for rng in chunks:
-        core.receive("p", inputs.stream_like(rng, VALID))
-        for port, wire in core.flush():
-            assert port == "p" and wire[0] == 0 and wire[-1] == 0
+        deliver(core, "p", decoder, inputs.stream_like(rng, VALID))
+        for port, ack in core.flush().acks:
+            assert port == "p" and len(ack) == spec.ACK_SIZE
     # Strangers' bytes are never rows: the only dead letters come from the registered key.
     assert {d["device"] for d in store.dead_letters()} <= {DEVICE.device}
     store.close()
@@ -125,19 +127,20 @@ def test_a_flood_of_garbage_and_forgeries_grows_the_database_by_a_bounded_amount
     store = OutcomeStore(path)
     clock = iter(range(10**9))
     core = GatewayCore(REGISTRY, store, clock=lambda: float(next(clock)) / 100)  # 100 reads a second
-    core.receive("p", inputs.stream_like(random.Random(1), VALID))
+    decoders = {"p": RecordDecoder(), "q": RecordDecoder()}
+    deliver(core, "p", decoders["p"], inputs.stream_like(random.Random(1), VALID))
     core.flush()
     store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = path.stat().st_size
     garbage = b"\x01\x00" * 2048
     for _ in range(512):  # 2 MB in 4 KB reads, as the serial shell delivers them
-        core.receive("p", garbage)
+        deliver(core, "p", decoders["p"], garbage)
         core.flush()
     forged = bytearray(VALID[1])
     forged[-1] ^= 1
     wire = stream.encode(bytes(forged))
     for i in range(20_000):
-        core.receive("q", wire)
+        deliver(core, "q", decoders["q"], wire)
         if i % 8 == 7:
             core.flush()
     core.close()

@@ -13,7 +13,7 @@ import pytest
 
 from qis.edge import frame as spec
 from qis.gateway.core import GatewayCore
-from qis.gateway.store import OutcomeStore, StoreError
+from qis.gateway.store import OutcomeStore, DatabaseError
 from qis.gateway.verify import open_outcome, seal_ack
 
 
@@ -103,23 +103,23 @@ def test_wal_and_synchronous_full(store):
     assert rows(store.path, "PRAGMA journal_mode") == [("wal",)]  # persistent in the file
 
 
-def feed(core: GatewayCore, port: str, frames_: list[bytes], wire) -> list[tuple[str, bytes]]:
-    core.receive(port, wire(*frames_))
-    return core.flush()
+def feed(core: GatewayCore, port: str, frames_: list[bytes]) -> list[tuple[str, bytes]]:
+    for f in frames_:
+        core.receive(port, f)
+    return core.flush().acks
 
 
 def test_disk_full_withholds_acks_and_loses_nothing(store, registry, frames, devices, caplog):
     """max_page_count is set on the store's own connection (store._db): the limit is per
     connection, and it is the only portable way to make SQLite hit SQLITE_FULL."""
-    wire = frames.wire
     core = GatewayCore(registry, store)
     first = [frames.full("dev-a", c) for c in range(3)]
-    assert len(feed(core, "p", first, wire)) == 3
+    assert len(feed(core, "p", first)) == 3
     (pages,) = store._db.execute("PRAGMA page_count").fetchone()
     store._db.execute(f"PRAGMA max_page_count = {pages}")
     batch = [frames.full("dev-a", c) for c in range(3, 30)] + [frames.full("dev-b", 1)]
     with caplog.at_level("ERROR", logger="qis.gateway"):
-        assert feed(core, "p", batch, wire) == []
+        assert feed(core, "p", batch) == []
     assert "database or disk is full" in caplog.text
     assert core.stats["commit_failures"] == 1
     assert core.stats["acks_withheld"] >= 1  # the frames stored before the page limit hit
@@ -128,29 +128,24 @@ def test_disk_full_withholds_acks_and_loses_nothing(store, registry, frames, dev
     assert not store._db.in_transaction
     # The disk has room again: the devices retransmit the same bytes and get every ACK.
     store._db.execute("PRAGMA max_page_count = 1073741823")
-    acks = feed(core, "p", batch, wire)
-    assert [w for _, w in acks] == [wire(seal_ack(devices["dev-a"], c)) for c in range(3, 30)] + [
-        wire(seal_ack(devices["dev-b"], 1))]
+    acks = feed(core, "p", batch)
+    assert [a for _, a in acks] == [seal_ack(devices["dev-a"], c) for c in range(3, 30)] + [
+        seal_ack(devices["dev-b"], 1)]
     assert rows(store.path, "SELECT COUNT(*), SUM(duplicates) FROM outcomes") == [(31, 0)]
     assert core.stats["commit_failures"] == 1
 
 
 def test_disk_full_on_a_dead_letter(store, registry, frames):
-    wire = frames.wire
     core = GatewayCore(registry, store)
-    feed(core, "p", [frames.compact("dev-a", 0)], wire)
+    feed(core, "p", [frames.compact("dev-a", 0)])
     (pages,) = store._db.execute("PRAGMA page_count").fetchone()
     store._db.execute(f"PRAGMA max_page_count = {pages}")
     wrong_version = [2] + frames.compact_fields()[1:]
     bad = [frames.sealed_fields("dev-a", c, wrong_version) for c in range(1, 61)]  # authenticated, refused
-    for frame in bad:  # enough dead letters (with their frames) to need a new page
-        core.receive_frame("p", frame)
-    assert core.flush() == []
+    assert feed(core, "p", bad) == []  # enough dead letters (with their frames) to need a new page
     assert core.stats["commit_failures"] == 1
     store._db.execute("PRAGMA max_page_count = 1073741823")
-    for frame in bad:
-        core.receive_frame("p", frame)
-    assert len(core.flush()) == 60
+    assert len(feed(core, "p", bad)) == 60
     assert rows(store.path, "SELECT DISTINCT reason FROM dead_letters WHERE consumed = 1") == [
         ("unsupported version 2 (this gateway speaks version 1)",)]
 
@@ -168,11 +163,11 @@ def run_without_root_powers(code: str) -> subprocess.CompletedProcess:
 
 
 OPEN_AND_WRITE = """
-from qis.gateway.store import OutcomeStore, StoreError
+from qis.gateway.store import OutcomeStore, DatabaseError
 try:
     OutcomeStore(%r)
-except StoreError as exc:
-    print("StoreError:", exc)
+except DatabaseError as exc:
+    print("DatabaseError:", exc)
 """
 
 
@@ -188,7 +183,7 @@ def test_read_only_database_is_a_clear_error(tmp_path, what):
     finally:
         os.chmod(path.parent, 0o755)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"StoreError: cannot use database {path}: attempt to write a readonly database")
+    assert r.stdout.startswith(f"DatabaseError: cannot use database {path}: attempt to write a readonly database")
 
 
 def test_read_only_database_can_be_exported(tmp_path, registry, frames):
@@ -198,13 +193,13 @@ def test_read_only_database_can_be_exported(tmp_path, registry, frames):
     s.add(open_outcome(data, registry), data, "p")
     s.close()
     os.chmod(path, 0o444)
-    r = run_without_root_powers(f"from qis.gateway.cli import main; raise SystemExit(main(['outcomes', 'export', '--db', {str(path)!r}]))")
+    r = run_without_root_powers(f"from qis.tools.cli.main import main; raise SystemExit(main(['outcomes', 'export', '--db', {str(path)!r}]))")
     assert r.returncode == 0, r.stderr
     assert '"device":"dev-a","counter":1' in r.stdout
 
 
 def test_database_path_is_a_directory(tmp_path):
-    with pytest.raises(StoreError, match=f"database {tmp_path}"):
+    with pytest.raises(DatabaseError, match=f"database {tmp_path}"):
         OutcomeStore(tmp_path)
 
 
@@ -257,7 +252,7 @@ def test_a_database_of_version_0_1_gains_the_new_columns_and_tables(tmp_path, re
             reason TEXT NOT NULL, device TEXT, counter INTEGER, consumed INTEGER NOT NULL DEFAULT 0, frame BLOB);
     """)
     db.close()
-    with pytest.raises(StoreError, match="written by an older qis-edge"):
+    with pytest.raises(DatabaseError, match="written by an older qis-edge"):
         OutcomeStore(path, readonly=True)
     s = OutcomeStore(path)
     data = frames.compact("dev-a", 1)

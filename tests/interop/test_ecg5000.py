@@ -4,7 +4,6 @@ The first test run downloads the pinned wheel with pip into the default cache
 (<repo>/var/data); the corrupted-cache tests work on copies in tmp_path.
 """
 
-import argparse
 import hashlib
 import shutil
 import zipfile
@@ -13,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qis.tools import ecg5000
-from qis.tools.ecg5000 import DatasetError, load_ecg5000
+from qis.tools.cli.main import main
+from qis.tools.datasets import ecg5000
+from qis.tools.datasets.ecg5000 import DatasetError, load_ecg5000
 
 # Documented counts per class 0..4 (UCR labels 1..5), counted independently of the module.
 TRAIN_COUNTS = [292, 177, 10, 19, 2]
@@ -123,9 +123,8 @@ def test_env_variable_sets_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    ecg5000.add_arguments(parser)
-    return ecg5000.run(parser.parse_args(argv))
+    """`qis data ecg5000 ARGV` through the command's own entry point and error funnel."""
+    return main(["data", "ecg5000", *argv])
 
 
 def test_cli_writes_npz(wheel: Path, tmp_path: Path) -> None:
@@ -143,4 +142,5 @@ def test_cli_reports_a_corrupted_cache(wheel: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     copy = _corrupt_copy(wheel, tmp_path / "cache")
     assert _cli(["--cache", str(copy.parent), "--offline"]) == 1
-    assert "sha256" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sha256" in err and err.splitlines()[-1].startswith("qis data ecg5000: ")

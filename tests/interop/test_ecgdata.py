@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from mp import run_mp_code
-from qis.edge import beats
-from qis.tools import ecgdata
-from qis.tools.ecg5000 import DatasetError
+from qis.edge.ecg import beats
+from qis.tools.datasets import mitbih as ecgdata
+from qis.tools.datasets.pinned import DatasetError
 
 FS = 360
 TOL = FS * 50 // 1000  # 50 ms
@@ -161,7 +161,7 @@ def test_premature_rule_flags_wide_beats_more_often(replay, detected) -> None:
 def test_micropython_finds_the_same_beats(detected) -> None:
     code = (
         "from array import array\n"
-        "from edge import beats\n"
+        "from edge.ecg import beats\n"
         "x = array('h', bytes(216000))\n"
         "f = open('tools/data/mitbih208.i16', 'rb'); f.readinto(x); f.close()\n"
         "det = beats.BeatDetector(360)\n"

@@ -6,7 +6,7 @@ import os
 import stat
 
 from qis.gateway.keys import provision
-from qis.tools import emulate
+from qis.tools.sim import emulate
 
 
 def test_an_old_world_readable_config_is_replaced_not_rewritten(tmp_path):

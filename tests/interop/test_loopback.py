@@ -19,7 +19,7 @@ from cobs import cobs
 from hypothesis import given, settings, strategies as st
 
 from qis.edge import stream
-from qis.tools.loopback import Loopback, LineCounters
+from qis.tools.sim.loopback import Loopback, LineCounters
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -230,7 +230,7 @@ def test_links_are_made_and_removed_and_never_replace_a_file(tmp_path: Path) -> 
 def test_cli_runs_until_sigterm_and_prints_counters(tmp_path: Path) -> None:
     link_a, link_b = tmp_path / "a", tmp_path / "b"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qis.gateway.cli", "loopback", "--link-a", str(link_a), "--link-b", str(link_b),
+        [sys.executable, "-m", "qis.tools.cli.main", "loopback", "--link-a", str(link_a), "--link-b", str(link_b),
          "--drop-rate", "0", "--bit-flip-rate", "0", "--seed", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -253,6 +253,6 @@ def test_cli_runs_until_sigterm_and_prints_counters(tmp_path: Path) -> None:
 
 
 def test_cli_rejects_a_bad_rate() -> None:
-    proc = subprocess.run([sys.executable, "-m", "qis.gateway.cli", "loopback", "--drop-rate", "2"],
+    proc = subprocess.run([sys.executable, "-m", "qis.tools.cli.main", "loopback", "--drop-rate", "2"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "drop_rate must be within [0, 1]" in proc.stderr

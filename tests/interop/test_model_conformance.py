@@ -20,7 +20,7 @@ MODELS = {"ecg_cnn": (ROOT / "models/ecg_cnn/model.int8.onnx", (-1, 1, 140)),
 
 @pytest.fixture(scope="module")
 def beats() -> np.ndarray:
-    from qis.tools.ecg5000 import load_ecg5000
+    from qis.tools.datasets.ecg5000 import load_ecg5000
 
     x, _y = load_ecg5000("test")
     assert x.shape == (4500, 140)

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from qis.tools import quantize
-from qis.tools.ecg5000 import load_ecg5000
+from qis.tools.datasets.ecg5000 import load_ecg5000
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 ARCHS = ("ecg_mlp", "ecg_cnn")

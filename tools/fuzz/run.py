@@ -5,7 +5,7 @@ Targets (each feeds tools/fuzz/inputs.py's hostile bytes to the real code):
   frame       the gateway's frame path (verify.open_outcome) on unauthenticated bytes
   plaintext   the same path on hostile plaintexts sealed under a registered key
   cbor        the edge CBOR decoder under CPython (what decodes must re-encode to itself)
-  stream      the COBS+CRC stream decoder under CPython, as the gateway runs it
+  stream      the gateway's serial record decoder (gateway/ingest/serial.py)
   cbor-mp, stream-mp, ack-mp
               the edge CBOR decoder, the device's stream decoder and its ACK check,
               under the real MicroPython unix port (tools/fuzz/mp_target.py)
@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,11 +40,12 @@ from qis.edge import cbor, stream
 from qis.edge import frame as spec
 from qis.edge.ccm import CCM
 from qis.edge.errors import QisError
-from qis.gateway.core import MAX_FRAME
+from qis.gateway.ingest.serial import RecordDecoder
 from qis.gateway.keys import DeviceKey
 from qis.gateway.verify import Rejected, open_outcome
-from qis.tools.emulate import REPO, micropython_binary
-from qis.tools.fuzz import inputs
+
+from ..sim import micropython
+from . import inputs
 
 KEY = bytes(range(16))
 KID = bytes.fromhex("a1b2c3d4")  # the same device as tools/fuzz/mp_target.py
@@ -108,7 +107,7 @@ def host_target(name: str, rng: random.Random) -> tuple[Callable[[], bytes], Cal
         return lambda: inputs.cbor_item(rng), decode, cbor.dumps([1, 1, 1764201600, 3, 1, 2, 201, bytes(16),
                                                                   [[2, 201], [0, 40]], {}])
     if name == "stream":
-        decoder = stream.Decoder(MAX_FRAME)
+        decoder = RecordDecoder()
         return lambda: inputs.stream_like(rng, valid), decoder.feed, stream.encode(valid[1])
     raise ValueError(name)
 
@@ -173,9 +172,9 @@ def _retime(call: Callable[[bytes], None], data: bytes) -> int:
 def run_mp(name: str, seconds: float, limit: int, seed: int, tick: Callable[[int], None]) -> dict:
     rng = random.Random(seed)
     gen, valid = mp_input(name, rng)
-    cmd = [micropython_binary(), "-X", "heapsize=2M", str(REPO / "tools" / "fuzz" / "mp_target.py"), name[:-3]]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=dict(os.environ, MICROPYPATH=str(REPO)))
+    target = Path(__file__).resolve().parent / "mp_target.py"
+    proc = micropython.popen([str(target), name[:-3]], heap="2M", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     err: list[bytes] = []
     threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True).start()

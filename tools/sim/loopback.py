@@ -24,12 +24,13 @@ import os
 import random
 import selectors
 import signal
-import sys
 import threading
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from ..errors import UsageError
 
 DIRECTIONS = ("a_to_b", "b_to_a")
 _CHUNK = 4096
@@ -293,8 +294,7 @@ def run(args: argparse.Namespace) -> int:
         loop = Loopback(bit_flip_rate=args.bit_flip_rate, drop_rate=args.drop_rate, seed=args.seed,
                         impair=args.impair, link_a=args.link_a, link_b=args.link_b)
     except ValueError as exc:
-        print(f"qis loopback: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     stop = {signal.SIGINT, signal.SIGTERM}
     # Block the signals before the relay thread exists (it inherits the mask), then wait
     # for them synchronously: no handler, no polling loop.

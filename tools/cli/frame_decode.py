@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import sys
 from pathlib import Path
 
-from .keys import KeyFileError, load_registry
-from .verify import Rejected, jsonable, open_outcome
+from qis.gateway.errors import GatewayError
+from qis.gateway.keys import load_registry
+from qis.gateway.verify import Rejected, open_outcome
+
+from ..errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,16 +21,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         frame = bytes.fromhex("".join(args.hex.split()))
     except ValueError:
-        print("qis frame decode: not a hex string", file=sys.stderr)
-        return 2
+        raise UsageError("not a hex string") from None
     try:
         outcome = open_outcome(frame, load_registry(args.keys))
-    except (Rejected, KeyFileError) as exc:
-        print(f"qis frame decode: rejected: {exc}", file=sys.stderr)
-        return 1
-    fields = dataclasses.asdict(outcome)
-    fields.update(kid=outcome.kid.hex(), fingerprint=outcome.fingerprint.hex(), type="outcome", size=len(frame),
-                  ext=jsonable(outcome.ext))
-    print(json.dumps(fields))
+    except Rejected as exc:
+        raise GatewayError(f"rejected: {exc}") from None
+    print(json.dumps({**outcome.as_json(), "type": "outcome", "size": len(frame)}))
     return 0
-

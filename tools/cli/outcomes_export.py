@@ -1,4 +1,4 @@
-"""`qis outcomes export`: every stored outcome as one JSON object per line."""
+"""`qis outcomes export`: every stored outcome (or dead letter) as one JSON object per line."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .store import OutcomeStore, StoreError
+from qis.gateway.errors import GatewayError
+from qis.gateway.store import OutcomeStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,13 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.db.exists():
-        print(f"qis outcomes export: no database at {args.db}", file=sys.stderr)
-        return 1
-    try:
-        store = OutcomeStore(args.db, readonly=True)
-    except StoreError as exc:
-        print(f"qis outcomes export: {exc}", file=sys.stderr)
-        return 1
+        raise GatewayError(f"no database at {args.db}")
+    store = OutcomeStore(args.db, readonly=True)
     try:
         rows = store.dead_letters() if args.dead_letters else store.outcomes()
         for row in rows:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,15 +22,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qis.tools import emulate
-from qis.tools.loopback import Loopback
+from qis.edge.ecg.registry import MODELS
+from qis.gateway.keys import provision
+from qis.gateway.store import OutcomeStore
 
-from .keys import provision
-from .run import store_counts
+from ..errors import ToolError
+from . import emulate, micropython
+from .loopback import Loopback
 
 REPLAY_SAMPLES = 108000
-ECG5000_CLASSES = ["normal", "R-on-T PVC", "PVC", "SP/EB", "unclassified"]
-LABEL_NAMES = {"cnn": ECG5000_CLASSES, "mlp": ECG5000_CLASSES, "rule": ["normal", "premature"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,29 +79,21 @@ class DeviceRun:
 
 
 def start_gateway(paths: list[str], db: Path, keys: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "qis.gateway.cli", "gateway", "run", "--db", str(db), "--keys", str(keys)]
+    cmd = [sys.executable, "-m", "qis.tools.cli.main", "gateway", "run", "--db", str(db), "--keys", str(keys)]
     for path in paths:
         cmd += ["--serial", path]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     if "gateway ready" not in line:
         proc.kill()
-        raise RuntimeError(f"gateway did not start: {line}{proc.stderr.read()}")
+        raise ToolError(f"gateway did not start: {line}{proc.stderr.read()}")
     threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
     return proc
 
 
-def check_rows(db: Path, devices: list[DeviceRun]) -> bool:
+def check_rows(store: OutcomeStore, devices: list[DeviceRun]) -> bool:
     """True if the database holds exactly the devices' conclusions, labels included."""
-    con = sqlite3.connect(db)
-    try:
-        for dev in devices:
-            rows = dict(con.execute("SELECT counter, label FROM outcomes WHERE device = ?", (dev.name,)))
-            if rows != dev.concluded:
-                return False
-    finally:
-        con.close()
-    return True
+    return all(store.labels(dev.name) == dev.concluded for dev in devices)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             fd = emulate.open_raw(link.a_path)
             offset = (i * REPLAY_SAMPLES) // max(1, args.devices)
             proc = subprocess.Popen(emulate.device_command(state, args.frames, offset, "512K"), stdin=fd, stdout=fd,
-                                    stderr=subprocess.PIPE, env=emulate.device_env())
+                                    stderr=subprocess.PIPE, env=micropython.env())
             os.close(fd)
             devices.append(DeviceRun(name, proc))
         total = args.devices * args.frames
@@ -137,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(sent, completed=sum(len(d.concluded) for d in devices))
                 progress.update(acked, completed=sum(len(d.acked) for d in devices))
                 if time.monotonic() - started > args.timeout:
-                    raise TimeoutError(f"demo did not finish in {args.timeout:.0f}s")
+                    raise ToolError(f"the demo did not finish in {args.timeout:.0f} s (--timeout)")
                 time.sleep(0.1)
             progress.update(sent, completed=sum(len(d.concluded) for d in devices))
             progress.update(acked, completed=sum(len(d.acked) for d in devices))
@@ -155,7 +146,11 @@ def run(args: argparse.Namespace) -> int:
     for dev in devices:
         if dev.proc.returncode:
             dev.errors.append(f"exited with status {dev.proc.returncode}")
-    counts = store_counts(db)
+    store = OutcomeStore(db, readonly=True)
+    try:
+        counts, rows_match = store.counts(), check_rows(store, devices)
+    finally:
+        store.close()
     summary = {
         "devices": args.devices,
         "profile": args.profile,
@@ -164,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
         **counts,
         "transmissions": sum(d.summary.get("transmissions", 0) for d in devices),
         "retransmissions": sum(d.summary.get("retransmissions", 0) for d in devices),
-        "rows_match": check_rows(db, devices),
+        "rows_match": rows_match,
         "device_errors": sum(len(d.errors) for d in devices),
         "elapsed_s": round(elapsed, 2),
         "workdir": str(workdir),
     }
-    show(console, devices, summary, LABEL_NAMES[args.model])
+    show(console, devices, summary, MODELS[args.model][2])
     for dev in devices:
         for err in dev.errors[:5]:
             console.print(f"[red]{dev.name}: {err}")

@@ -1,0 +1,1 @@
+"""Simulation on the host: the MicroPython launcher, the emulated device, the serial cable, the demo."""
