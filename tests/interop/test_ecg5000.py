@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from qis.tools.cli.main import main
-from qis.tools.datasets import ecg5000
+from qis.tools.datasets import ecg5000, pinned
 from qis.tools.datasets.ecg5000 import DatasetError, load_ecg5000
 
 # Documented counts per class 0..4 (UCR labels 1..5), counted independently of the module.
@@ -119,7 +119,7 @@ def test_unknown_split_is_an_error(wheel: Path) -> None:
 
 def test_env_variable_sets_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("QIS_DATA", str(tmp_path))
-    assert ecg5000.default_cache() == tmp_path
+    assert pinned.default_cache() == tmp_path
 
 
 def _cli(argv: list[str]) -> int:
