@@ -132,6 +132,13 @@ def seal_ack(ccm, kid, counter):
     return seal(ccm, kid, counter, ack_plaintext(), DOWNLINK_IV)
 
 
+def ack_kid(data):
+    """The key id an ACK is addressed to (read by the fixed-shape parser, nothing verified)."""
+    if len(data) != ACK_SIZE:
+        raise FrameError("ACK must be %d bytes, got %d" % (ACK_SIZE, len(data)))
+    return cose.parse0(data)[1]
+
+
 def open_ack(ccm, kid, data):
     """Verify an ACK frame addressed to kid and return the counter it acknowledges."""
     if len(data) != ACK_SIZE:

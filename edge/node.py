@@ -8,8 +8,10 @@
 #   has its own deadline; on expiry it is re-sent and its timeout doubles, up to max_rto_ms,
 #   plus a per-frame jitter so devices sharing a medium drift apart.
 # - A retransmission re-sends the identical sealed bytes: same counter, nonce, plaintext.
-# - A frame leaves the outbox only when an ACK for its counter verifies under the device
-#   key. An ACK for a counter no longer pending is harmless (a duplicate ACK) and ignored.
+# - A frame leaves the outbox only when an ACK for its counter verifies under the key that
+#   sealed it: the device key, or a retired one while outbox frames sealed under it wait
+#   (a key rotation, docs/PROTOCOL.md). An ACK for a counter no longer pending is harmless
+#   (a duplicate ACK) and ignored.
 # - After a reboot the outbox is sent again from its oldest frame.
 from . import frame
 from .compat import ticks_add, ticks_diff
@@ -21,9 +23,15 @@ EVENT_REJECTED = "rejected"
 
 
 class Node:
-    def __init__(self, ccm, kid, counter, outbox, prof, window=4, rto_ms=400, max_rto_ms=8000, outbox_limit=64):
+    def __init__(self, ccm, kid, counter, outbox, prof, window=4, rto_ms=400, max_rto_ms=8000, outbox_limit=64,
+                 retired=()):
+        """retired: (kid, ccm) pairs of retired keys, to verify the ACKs of outbox frames
+        they sealed; new frames are sealed under (kid, ccm) only."""
         self._ccm = ccm
         self.kid = bytes(kid)
+        self._keys = {self.kid: ccm}
+        for old_kid, old_ccm in retired:
+            self._keys[bytes(old_kid)] = old_ccm
         self._counter = counter
         self._outbox = outbox
         self.profile = prof
@@ -95,7 +103,11 @@ class Node:
     def receive(self, data):
         """Handle one received frame; returns (event, counter or reason)."""
         try:
-            counter = frame.open_ack(self._ccm, self.kid, data)
+            kid = bytes(frame.ack_kid(data))
+            ccm = self._keys.get(kid)
+            if ccm is None:
+                return (EVENT_REJECTED, "ACK is for key id %s, not ours" % kid.hex())
+            counter = frame.open_ack(ccm, kid, data)
         except QisError as exc:
             return (EVENT_REJECTED, str(exc))
         self._inflight.pop(counter, None)

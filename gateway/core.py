@@ -48,7 +48,6 @@ class GatewayCore:
         self.refusals.load(store.refusals())
         self.clock = clock
         self.stats: Counter[str] = Counter()
-        self._by_device = {k.device: k for k in registry.values()}
         self._pending = Flushed()  # what the open transaction will release
         self._uncommitted: Counter[str] = Counter()  # stats of the open transaction
         self._failed = False  # a write failed in this transaction: nothing in it is acknowledged
@@ -59,7 +58,7 @@ class GatewayCore:
         """Handle one whole frame that arrived on port."""
         self.stats["frames_received"] += 1
         try:
-            outcome = open_outcome(frame, self.registry)
+            outcome = open_outcome(frame, self.registry, self.clock())
         except Rejected as r:
             self.stats["rejected"] += 1
             if not r.authenticated:
@@ -67,7 +66,7 @@ class GatewayCore:
                 return
             log.info("dead letter from %s: %s", port, r.reason)
             disposition = self._write(self.store.dead_letter, r.reason, frame, port, r.device, r.counter, True)
-            self._settle(port, r.device, r.counter, frame, disposition)
+            self._settle(port, self.registry[r.kid], r.counter, frame, disposition)
             return
         except Exception:  # a bug, not an input: keep serving the other frames and ports
             log.exception("internal error on a frame from %s; counted as refused", port)
@@ -77,23 +76,24 @@ class GatewayCore:
         if disposition == "stored":
             self._uncommitted["stored"] += 1
             self._pending.committed.append(outcome)
-        self._settle(port, outcome.device, outcome.counter, frame, disposition)
+        self._settle(port, self.registry[outcome.kid], outcome.counter, frame, disposition)
 
     def refuse(self, port: str, code: str, detail: str) -> None:
         """Count something a link received that was not a frame (line noise, a bad record)."""
         self.stats[f"{code}_errors"] += 1
         self.refusals.count(port, code, detail, None, self.clock())
 
-    def _settle(self, port: str, device: str, counter: int, frame: bytes, disposition: str | None) -> None:
-        """ACK an authenticated frame once it is recorded; a counter reused with other bytes is refused."""
+    def _settle(self, port: str, key: DeviceKey, counter: int, frame: bytes, disposition: str | None) -> None:
+        """ACK an authenticated frame once it is recorded, under the key that sealed it; a
+        counter reused with other bytes is refused."""
         if disposition == "conflict":
-            reason = f"replayed counter {counter} of {device} with different content (nonce reuse or stolen key)"
+            reason = f"replayed counter {counter} of {key.device} with different content (nonce reuse or stolen key)"
             log.warning("dead letter from %s: %s", port, reason)
-            self._write(self.store.dead_letter, reason, frame, port, device, counter)
+            self._write(self.store.dead_letter, reason, frame, port, key.device, counter)
         elif disposition:
             if disposition == "duplicate":
                 self._uncommitted["duplicate"] += 1
-            self._pending.acks.append((port, seal_ack(self._by_device[device], counter)))
+            self._pending.acks.append((port, seal_ack(key, counter)))
 
     def _write(self, method, *args):
         """Run one store write; on a database error, fail the whole open transaction."""
@@ -143,5 +143,9 @@ class GatewayCore:
         self.flush()
 
     def summary(self) -> dict:
-        """The core's counters, refusals by code, and the dead-letter table against its bounds."""
-        return {**dict(self.stats), "refused_by_code": self.refusals.totals(), "retention": self.store.retention()}
+        """The core's counters, refusals by code, the key ids and retired keys that keep
+        being refused (a misconfigured or un-rotated device), and the dead-letter table
+        against its bounds."""
+        return {**dict(self.stats), "refused_by_code": self.refusals.totals(),
+                "unknown_key_ids": self.refusals.top("unknown-kid"), "retired_keys": self.refusals.top("retired-kid"),
+                "retention": self.store.retention()}

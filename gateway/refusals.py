@@ -109,6 +109,14 @@ class RefusalLog:
         # Keep the newest ring's worth per port: a commit that keeps failing cannot pile them up.
         self._samples = (samples + self._samples)[-self.sample_slots * max(1, len(self._next_slot)):]
 
+    def top(self, code: str, n: int = 10) -> dict[str, int]:
+        """The n details of code counted most often (over all ports), largest first."""
+        merged: dict[str, int] = {}
+        for (_, c, detail), entry in self.counts.items():
+            if c == code:
+                merged[detail] = merged.get(detail, 0) + entry.count
+        return dict(sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
+
     def totals(self) -> dict[str, int]:
         """Refusals by code, over all ports and details."""
         out: dict[str, int] = {}

@@ -17,6 +17,7 @@ code's crypto: the `cryptography` package decrypts. Rules for untrusted bytes:
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 import cbor2
@@ -61,7 +62,7 @@ class Rejected(Exception):
     """
 
     def __init__(self, code: str, reason: str, device: str | None = None, counter: int | None = None,
-                 authenticated: bool = False, detail: str = "") -> None:
+                 authenticated: bool = False, detail: str = "", kid: bytes | None = None) -> None:
         reason = reason[:REASON_MAX]
         super().__init__(reason)
         self.code = code
@@ -70,6 +71,7 @@ class Rejected(Exception):
         self.counter = counter
         self.authenticated = authenticated
         self.detail = detail
+        self.kid = kid  # the key id that verified it (authenticated only): its ACK is sealed under it
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,17 @@ def parse_envelope(frame: bytes) -> Envelope:
     return Envelope(profile, frame[_KID_AT:_PIV_HEAD_AT], frame[_PIV_AT:_CT_HEAD_AT], frame[ct_at:])
 
 
-def decrypt(envelope: Envelope, registry: dict[bytes, DeviceKey], base_iv: bytes) -> tuple[DeviceKey, int, bytes]:
-    """(device key, counter, plaintext) once the tag verifies; Rejected otherwise."""
+def decrypt(envelope: Envelope, registry: dict[bytes, DeviceKey], base_iv: bytes,
+            now: float | None = None) -> tuple[DeviceKey, int, bytes]:
+    """(device key, counter, plaintext) once the tag verifies; Rejected otherwise. A
+    retired key is used only until its accept_until (now: Unix time, default the clock)."""
     device = registry.get(envelope.kid)
     if device is None:
         raise Rejected("unknown-kid", f"unknown key id {envelope.kid.hex()}", detail=envelope.kid.hex())
+    if not device.accepts(time.time() if now is None else now):
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(device.accept_until))
+        raise Rejected("retired-kid", f"key id {envelope.kid.hex()} of device {device.device} was retired "
+                                      f"(accepted until {until})", detail=device.device)
     try:
         plaintext = AESCCM(device.key, tag_length=TAG_LEN).decrypt(_nonce(envelope.piv, base_iv),
                                                                     envelope.ciphertext, AAD)
@@ -211,15 +219,16 @@ def _check_fields(value: list, profile: spec.Profile) -> tuple[list[list[int]], 
     return topk, ext
 
 
-def open_outcome(frame: bytes, registry: dict[bytes, DeviceKey]) -> Outcome:
+def open_outcome(frame: bytes, registry: dict[bytes, DeviceKey], now: float | None = None) -> Outcome:
     """Verify and decode one outcome frame, or raise Rejected with the reason."""
     envelope = parse_envelope(frame)
-    device, counter, plaintext = decrypt(envelope, registry, spec.UPLINK_IV)
+    device, counter, plaintext = decrypt(envelope, registry, spec.UPLINK_IV, now)
     try:
         value = decode_plaintext(plaintext)
         topk, ext = _check_fields(value, envelope.profile)
     except _Refuse as exc:
-        raise Rejected(exc.code, exc.reason, device=device.device, counter=counter, authenticated=True) from None
+        raise Rejected(exc.code, exc.reason, device=device.device, counter=counter, authenticated=True,
+                       kid=envelope.kid) from None
     return Outcome(device.device, envelope.kid, counter, envelope.profile.name, *value[2:8], topk, ext)
 
 

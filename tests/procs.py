@@ -55,11 +55,11 @@ class Device:
     """A `qis device emulate` process (and its MicroPython child) in its own process group."""
 
     def __init__(self, serial: str, name: str, keys: Path, state: Path, frames: int, profile: str = "full",
-                 model: str = "cnn", heap: str = "512K") -> None:
+                 model: str = "cnn", heap: str = "512K", extra: tuple[str, ...] = ()) -> None:
         self.state = state
         args = [*QIS, "device", "emulate", "--serial", serial, "--id", name, "--keys", str(keys),
                 "--frames", str(frames), "--profile", profile, "--state", str(state), "--quiet",
-                "--model", model, "--heap", heap]
+                "--model", model, "--heap", heap, *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
 

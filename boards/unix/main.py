@@ -45,6 +45,7 @@ def main(argv):
         config = json.load(f)
     prof = profile(config["profile"])
     key, kid = bytes.fromhex(config["key"]), bytes.fromhex(config["kid"])
+    retired = [(bytes.fromhex(r["kid"]), CCM(bytes.fromhex(r["key"]))) for r in config.get("retired", ())]
     model_file, model_id = config["model"], config["model_id"]
     config = None  # the key is not kept around in plain sight
     # The largest long-lived buffers first, after a collection of what compiling the
@@ -53,7 +54,7 @@ def main(argv):
     model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
     simhash = SimHash(model.embedding_dim, prof.fingerprint_tables, prof.fingerprint_bits, seed=DOMAIN_ECG_BEAT)
     app = EcgApp(replay(replay_path, offset), model, simhash)
-    node = Node(CCM(key), kid, store.Counter(state), store.Outbox(state), prof)
+    node = Node(CCM(key), kid, store.Counter(state), store.Outbox(state), prof, retired=retired)
     link = UartLink(sys.stdin.buffer, sys.stdout.buffer)
     return device.run(node, link, app, frames, ticks_ms, time_s, report)
 

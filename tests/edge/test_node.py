@@ -153,3 +153,25 @@ def test_retransmission_timing_across_a_ticks_wrap():
         assert n.retransmissions == 2
     finally:
         rmtree(d)
+
+
+def test_acks_of_frames_sealed_before_a_key_rotation_verify_under_the_retired_key():
+    d = tmpdir("node")
+    old_key, old_kid = bytes(range(16, 32)), b"\x01\x01\x01\x01"
+    try:
+        before = node_mod.Node(ccm_mod.CCM(old_key), old_kid, store.Counter(d, block=8), store.Outbox(d), frame.FULL)
+        c_old = _conclude(before)
+        # The device re-keyed: the same flash (counter, outbox), a new key; the old one retired.
+        n = node_mod.Node(ccm_mod.CCM(KEY), KID, store.Counter(d, block=8), store.Outbox(d), frame.FULL,
+                          retired=[(old_kid, ccm_mod.CCM(old_key))])
+        c_new = _conclude(n)
+        assert c_new > c_old  # the counter carries on across the rotation
+        sent = n.poll(0)
+        assert [f[8:12] for f in sent] == [old_kid, KID]  # the old frame keeps its sealed bytes
+        stranger = frame.seal_ack(ccm_mod.CCM(bytes(16)), b"\x09\x09\x09\x09", c_old)
+        assert n.receive(stranger) == (node_mod.EVENT_REJECTED, "ACK is for key id 09090909, not ours")
+        assert n.receive(frame.seal_ack(ccm_mod.CCM(old_key), old_kid, c_old)) == (node_mod.EVENT_ACKED, c_old)
+        assert n.receive(_ack(c_new)) == (node_mod.EVENT_ACKED, c_new)
+        assert n.pending() == 0
+    finally:
+        rmtree(d)

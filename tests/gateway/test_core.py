@@ -148,3 +148,34 @@ def test_two_different_invalid_frames_under_one_counter(core, store, frames):
     core.receive("p", second)
     assert core.flush() == Flushed()
     assert _replays(store) == [("dev-a", 13)]
+
+
+def test_a_retired_key_is_accepted_until_its_time_and_acked_under_itself(keys_dir, devices, frames, tmp_path):
+    from qis.gateway.keys import load_registry, rotate
+    from qis.gateway.store import OutcomeStore
+
+    old = devices["dev-a"]
+    new = rotate("dev-a", keys_dir, grace_s=100, now=1000.0)
+    clock = [1050.0]
+    store = OutcomeStore(tmp_path / "rot.db")
+    core = GatewayCore(load_registry(keys_dir), store, clock=lambda: clock[0])
+    before = frames.seal(old.key, old.kid, 5, frames.compact_plaintext())  # sealed before the rotation
+    after = frames.seal(new.key, new.kid, 6, frames.compact_plaintext())
+    core.receive("p", before)
+    core.receive("p", after)
+    assert core.flush().acks == [("p", seal_ack(old, 5)), ("p", seal_ack(new, 6))]
+    clock[0] = 1101.0  # past accept_until
+    late = frames.seal(old.key, old.kid, 7, frames.compact_plaintext())
+    core.receive("p", late)
+    assert core.flush() == Flushed()
+    assert core.summary()["retired_keys"] == {"dev-a": 1}
+    assert committed(store, "SELECT counter FROM outcomes ORDER BY counter") == [(5,), (6,)]
+    store.close()
+
+
+def test_frames_under_unknown_key_ids_are_counted_per_key_id(core, frames, stranger):
+    for c in range(5):
+        core.receive("ttyA", frames.seal(stranger.key, stranger.kid, c, frames.compact_plaintext()))
+    core.receive("ttyB", frames.seal(stranger.key, b"\x00\x00\x00\x01", 0, frames.compact_plaintext()))
+    core.flush()
+    assert core.summary()["unknown_key_ids"] == {stranger.kid.hex(): 5, "00000001": 1}

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from qis.gateway.keys import KeyFileError, load_registry, provision, read_key_file
+from qis.gateway.keys import DeviceKey, KeyFileError, load_registry, provision, read_key_file, rotate
 
 
 def mode(path) -> int:
@@ -72,9 +72,9 @@ GOOD = {"device": "d1", "kid": "01020304", "key": "00" * 16, "alg": 10}
     (json.dumps({**GOOD, "kid": None}), "is malformed (TypeError)"),
     (json.dumps({k: v for k, v in GOOD.items() if k != "key"}), "is malformed (KeyError)"),
     (json.dumps({**GOOD, "key": "zz" * 16}), "is malformed (ValueError)"),
-    (json.dumps({**GOOD, "key": "00" * 15}), "need a 4-byte kid, a 16-byte key and alg 10"),
-    (json.dumps({**GOOD, "kid": "0102"}), "need a 4-byte kid, a 16-byte key and alg 10"),
-    (json.dumps({**GOOD, "alg": 11}), "need a 4-byte kid, a 16-byte key and alg 10"),
+    (json.dumps({**GOOD, "key": "00" * 15}), "need 4-byte kids, 16-byte keys and alg 10"),
+    (json.dumps({**GOOD, "kid": "0102"}), "need 4-byte kids, 16-byte keys and alg 10"),
+    (json.dumps({**GOOD, "alg": 11}), "need 4-byte kids, 16-byte keys and alg 10"),
     (json.dumps({**GOOD, "device": "d2"}), "holds device id 'd2'; it must be a valid id and the file's name"),
     (json.dumps({**GOOD, "device": 7}), "holds device id 7; it must be a valid id and the file's name"),
 ])
@@ -147,3 +147,33 @@ def test_undecodable_key_file_is_malformed_not_a_crash(keys_dir):
     os.chmod(bad, 0o600)
     with pytest.raises(KeyFileError, match="bin.key cannot be read"):
         load_registry(keys_dir)
+
+
+def test_rotation_keeps_the_old_key_accepted_for_a_grace_period(keys_dir):
+    first = provision("ecg-001", keys_dir)
+    provision("ecg-002", keys_dir)
+    second = rotate("ecg-001", keys_dir, grace_s=3600, now=1000.0)
+    assert second.kid != first.kid and second.key != first.key
+    path = keys_dir / "ecg-001.key"
+    assert mode(path) == 0o600 and not (keys_dir / "ecg-001.key.tmp").exists()
+    current, retired = read_key_file(path)
+    assert current == second
+    assert retired == [DeviceKey("ecg-001", first.kid, first.key, 4600.0)]
+    registry = load_registry(keys_dir)
+    assert registry[first.kid].accepts(4600.0) and not registry[first.kid].accepts(4600.5)
+    assert registry[second.kid].accepts(1e12)
+    current_only = load_registry(keys_dir, retired=False)
+    assert second.kid in current_only and first.kid not in current_only and len(current_only) == 2
+    # A later rotation drops retired keys whose time has passed.
+    third = rotate("ecg-001", keys_dir, grace_s=60, now=5000.0)
+    _, retired = read_key_file(path)
+    assert [k.kid for k in retired] == [second.kid]
+    assert third.kid not in (first.kid, second.kid)
+    text = path.read_text()
+    assert first.key.hex() not in text  # the expired key is gone from the file
+
+
+def test_rotating_a_device_that_has_no_key_is_a_clear_error(keys_dir):
+    provision("ecg-001", keys_dir)
+    with pytest.raises(KeyFileError, match="ecg-404.key does not exist"):
+        rotate("ecg-404", keys_dir)

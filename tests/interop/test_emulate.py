@@ -5,6 +5,8 @@ import json
 import os
 import stat
 
+import pytest
+
 from qis.gateway.keys import provision
 from qis.tools.sim import emulate
 
@@ -23,3 +25,79 @@ def test_an_old_world_readable_config_is_replaced_not_rewritten(tmp_path):
     assert config.stat().st_ino != old_inode  # a new file: the key never went into the 0644 one
     assert json.loads(config.read_text())["device"] == "dev-a"
     assert not (state / "config.json.tmp").exists()
+
+
+def _flash_with_waiting_frames(tmp_path, n):
+    """A device flash provisioned with the first key, with n frames (sealed under that key)
+    waiting in its outbox, as a device leaves them when no gateway acknowledged them."""
+    from qis.edge import frame, store
+    from qis.edge.ccm import CCM
+    from qis.gateway.keys import read_key_file
+
+    keys = tmp_path / "keys"
+    first = provision("dev-a", keys)
+    state = tmp_path / "flash"
+    emulate.prepare_state(state, keys / "dev-a.key", "compact", "rule")
+    counter, outbox = store.Counter(str(state)), store.Outbox(str(state))
+    pt = frame.encode_outcome(frame.COMPACT, 1, 1, 1, 0, 200, bytes(4))
+    for _ in range(n):
+        c = counter.next()
+        outbox.put(c, bytes(frame.seal(CCM(first.key), first.kid, c, pt, frame.UPLINK_IV)))
+    assert read_key_file(keys / "dev-a.key")[0] == first
+    return keys, state, first
+
+
+def test_a_flash_with_another_key_is_refused_with_both_key_ids_and_the_ways_out(tmp_path):
+    from qis.gateway.keys import rotate
+    from qis.tools.errors import ToolError
+
+    keys, state, first = _flash_with_waiting_frames(tmp_path, 3)
+    second = rotate("dev-a", keys)
+    with pytest.raises(ToolError) as info:
+        emulate.prepare_state(state, keys / "dev-a.key", "compact", "rule")
+    message = str(info.value)
+    assert f"flash in {state} holds key id {first.kid.hex()}" in message
+    assert f"gives key id {second.kid.hex()}" in message and "3 frames wait in its outbox" in message
+    assert "--state NEW_FOLDER" in message and "--rekey" in message and "--drop-outbox" in message
+    for secret in (first.key.hex(), second.key.hex()):
+        assert secret not in message
+    assert json.loads((state / "config.json").read_text())["kid"] == first.kid.hex()  # nothing changed
+
+
+def test_rekey_keeps_the_counter_and_the_old_key_for_the_waiting_frames(tmp_path):
+    from qis.gateway.keys import rotate
+
+    keys, state, first = _flash_with_waiting_frames(tmp_path, 3)
+    second = rotate("dev-a", keys)
+    assert emulate.prepare_state(state, keys / "dev-a.key", "compact", "rule", rekey=True) == []
+    config = json.loads((state / "config.json").read_text())
+    assert config["kid"] == second.kid.hex()
+    assert config["retired"] == [{"kid": first.kid.hex(), "key": first.key.hex()}]
+    assert len(list((state / "outbox").glob("*.f"))) == 3 and list(state.glob("counter.[ab]"))
+    # Once the old frames are delivered, the retired key leaves the flash.
+    for f in (state / "outbox").glob("*.f"):
+        f.unlink()
+    emulate.prepare_state(state, keys / "dev-a.key", "compact", "rule")
+    assert json.loads((state / "config.json").read_text())["retired"] == []
+
+
+def test_rekey_with_drop_outbox_counts_the_waiting_frames_as_lost(tmp_path):
+    from qis.gateway.keys import rotate
+
+    keys, state, first = _flash_with_waiting_frames(tmp_path, 4)
+    rotate("dev-a", keys)
+    lost = emulate.prepare_state(state, keys / "dev-a.key", "compact", "rule", rekey=True, drop_outbox=True)
+    assert lost == [0, 1, 2, 3]
+    assert (state / "lost.log").read_text().split() == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in (state / "lost").iterdir()) == [f"{c:08x}.f" for c in range(4)]
+    assert list((state / "outbox").glob("*.f")) == []
+    assert json.loads((state / "config.json").read_text())["retired"] == []
+
+
+def test_a_flash_of_another_device_is_refused(tmp_path):
+    from qis.tools.errors import ToolError
+
+    keys, state, _ = _flash_with_waiting_frames(tmp_path, 0)
+    provision("dev-b", keys)
+    with pytest.raises(ToolError, match="belongs to device dev-a, not dev-b"):
+        emulate.prepare_state(state, keys / "dev-b.key", "compact", "rule")

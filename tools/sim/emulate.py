@@ -23,7 +23,7 @@ from pathlib import Path
 from qis.edge.ecg.registry import MODELS
 from qis.gateway.keys import key_path, read_key_file
 
-from ..errors import ToolError
+from ..errors import ToolError, UsageError
 from . import micropython
 
 REPLAY = Path(__file__).resolve().parent.parent / "data" / "mitbih208.i16"
@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-id", type=int, help="the frame's model id for a .qem file given by path")
     parser.add_argument("--offset", type=int, default=0, help="first replay sample (spreads devices over the record)")
     parser.add_argument("--heap", default="512K", help="MicroPython heap size (a board's RAM)")
+    parser.add_argument("--rekey", action="store_true",
+                        help="the flash holds an older key: switch to the key in --keys (see docs/PROTOCOL.md)")
+    parser.add_argument("--drop-outbox", action="store_true",
+                        help="with --rekey: count the frames waiting under the old key as lost (STATE/lost.log)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -55,22 +59,84 @@ def resolve_model(name: str, model_id: int | None = None) -> tuple[str, int]:
     return str(Path(name).resolve()), model_id
 
 
-def prepare_state(state: Path, key_file: Path, profile: str, model: str, model_id: int | None = None) -> None:
-    """Create the device's flash directory and its config (key inside: mode 0600)."""
+def prepare_state(state: Path, key_file: Path, profile: str, model: str, model_id: int | None = None,
+                  rekey: bool = False, drop_outbox: bool = False) -> list[int]:
+    """Create or update the device's flash directory and its config (key inside: 0600).
+
+    If the flash already holds another key than key_file's current one, refuse unless
+    rekey: then the counter and outbox stay, new frames are sealed under the new key, and
+    the frames waiting under the old key keep it (their ACKs verify under it) until they
+    are delivered, or, with drop_outbox, are moved to STATE/lost and returned as lost.
+    Returns the counters counted as lost (usually none). No key is ever printed.
+    """
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    entry = read_key_file(key_file)
+    current, _ = read_key_file(key_file)
     model_file, model_id = resolve_model(model, model_id)
+    old = _read_config(state)
+    retired = old.get("retired", []) if old else []
+    lost: list[int] = []
+    if old and old["device"] != current.device:
+        raise ToolError(f"the flash in {state} belongs to device {old['device']}, not {current.device}; "
+                        f"give this device its own --state folder")
+    if old and old["kid"] != current.kid.hex():
+        waiting = _outbox_by_kid(state).get(old["kid"], [])
+        if not rekey:
+            raise ToolError(
+                f"the device's flash in {state} holds key id {old['kid']}, but {key_file} gives key id "
+                f"{current.kid.hex()}; {len(waiting)} frames wait in its outbox under the old key. Either start from "
+                f"fresh flash (--state NEW_FOLDER; the old outbox stays undelivered in {state}), or re-key this "
+                f"flash (--rekey: the counter carries on, the waiting frames keep their old key and are delivered "
+                f"while the gateway accepts key id {old['kid']}; add --drop-outbox to count them as lost instead)")
+        if drop_outbox:
+            lost = _move_to_lost(state, waiting)
+        else:
+            retired = [{"kid": old["kid"], "key": old["key"]}, *retired]
+    # A retired key stays on the flash only while frames sealed under it wait for their ACK.
+    waiting_kids = set(_outbox_by_kid(state))
+    retired = [r for r in retired if r["kid"] in waiting_kids and r["kid"] != current.kid.hex()]
     # The key goes into a new file created 0600 and then renamed over the old config, so it
     # is never written into a file that others can read (an old config may be 0644).
     config, tmp = state / "config.json", state / "config.json.tmp"
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"device": entry.device, "kid": entry.kid.hex(), "key": entry.key.hex(),
-                   "profile": profile, "model": model_file, "model_id": model_id}, f)
+        json.dump({"device": current.device, "kid": current.kid.hex(), "key": current.key.hex(),
+                   "retired": retired, "profile": profile, "model": model_file, "model_id": model_id}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, config)
+    return lost
+
+
+def _read_config(state: Path) -> dict | None:
+    try:
+        return json.loads((state / "config.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ToolError(f"the device's config {state / 'config.json'} cannot be read ({type(exc).__name__}); "
+                        "use a fresh --state folder") from None
+
+
+def _outbox_by_kid(state: Path) -> dict[str, list[Path]]:
+    """The outbox's frames by the key id that sealed them (bytes 8..11 of the fixed layout)."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted((state / "outbox").glob("*.f")):
+        found.setdefault(path.read_bytes()[8:12].hex(), []).append(path)
+    return found
+
+
+def _move_to_lost(state: Path, frames: list[Path]) -> list[int]:
+    """Move frames out of the outbox into STATE/lost/ and log their counters in lost.log."""
+    lost_dir = state / "lost"
+    lost_dir.mkdir(mode=0o700, exist_ok=True)
+    counters = []
+    with open(state / "lost.log", "a") as log:
+        for path in frames:
+            os.replace(path, lost_dir / path.name)
+            counters.append(int(path.stem, 16))
+            log.write(f"{counters[-1]}\n")
+    return counters
 
 
 def open_raw(path: str) -> int:
@@ -86,8 +152,14 @@ def device_command(state: Path, frames: int, offset: int, heap: str) -> list[str
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.drop_outbox and not args.rekey:
+        raise UsageError("--drop-outbox goes with --rekey")
     state = args.state or Path("var/devices") / args.id
-    prepare_state(state, key_path(args.keys, args.id), args.profile, args.model, args.model_id)
+    lost = prepare_state(state, key_path(args.keys, args.id), args.profile, args.model, args.model_id, args.rekey,
+                         args.drop_outbox)
+    if lost:
+        print(f"qis device emulate: {len(lost)} frames sealed under the old key are counted as lost "
+              f"(counters {lost[0]}..{lost[-1]}, listed in {state / 'lost.log'})", file=sys.stderr)
     fd = open_raw(args.serial)
     proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap), stdin=fd, stdout=fd,
                             stderr=subprocess.PIPE, env=micropython.env())
@@ -110,5 +182,5 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{args.id}] {json.dumps(event)}", file=sys.stderr)
     code = proc.wait()
     if summary:
-        print(json.dumps({"device": args.id, **summary}))
+        print(json.dumps({"device": args.id, **summary, "lost": len(lost)}))
     return code
