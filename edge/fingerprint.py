@@ -59,15 +59,6 @@ class SimHash:
                 out[h >> 3] |= 0x80 >> (h & 7)
         return out
 
-    def bucket(self, fingerprint, table):
-        """The k-bit bucket number of one table, read from a packed fingerprint."""
-        value = 0
-        start = table * self.bits
-        for h in range(start, start + self.bits):
-            value = (value << 1) | ((fingerprint[h >> 3] >> (7 - (h & 7))) & 1)
-        return value
-
-
 def hamming(a, b):
     """Number of differing bits between two equal-length byte strings."""
     n = 0
@@ -77,3 +68,58 @@ def hamming(a, b):
             x &= x - 1
             n += 1
     return n
+
+
+# ---------------------------------------------------------------- specs and addresses
+#
+# A fingerprint spec is what a domain's devices agree on so that their fingerprints meet:
+# the feature vector (its version and dimension, computed by the domain's application,
+# e.g. ecg.features), the SimHash seed, and how many leading bits of each table address a
+# bucket. The frame's domain field names the spec: a new version of a domain's features
+# gets a new domain id, so incomparable fingerprints never share an address.
+#
+# Every profile uses the same hyperplanes table by table (generation is sequential per
+# table), so a profile with fewer tables or bits carries a prefix of a longer one's: a
+# compact frame's table t is the first 8 bits of a full frame's table t, and both land
+# at the same addresses.
+ADDRESS_BITS = 8  # bucket bits of an address: the first 8 bits of a table
+
+
+class Spec:
+    def __init__(self, domain, name, version, dim, seed):
+        self.domain = domain  # the frame's domain field
+        self.name = name
+        self.version = version
+        self.dim = dim
+        self.seed = seed
+
+    def simhash(self, prof):
+        """The SimHash of a frame profile (its L tables of k bits) under this spec."""
+        return SimHash(self.dim, prof.fingerprint_tables, prof.fingerprint_bits, self.seed)
+
+
+# domain id -> spec (docs/PROTOCOL.md, "Fingerprint specs")
+SPECS = {1: Spec(1, "ecg-beat", 1, 16, 0x51EC)}
+
+
+def spec(domain):
+    """The fingerprint spec of a domain id; ConfigError for a domain this code does not know."""
+    s = SPECS.get(domain)
+    if s is None:
+        raise ConfigError("no fingerprint spec for domain %d (known: %s)" % (domain, sorted(SPECS)))
+    return s
+
+
+def buckets(fingerprint, tables, bits):
+    """The ADDRESS_BITS-bit bucket of each table of a packed fingerprint (L tables of
+    `bits` bits, table 0 first, MSB first), as a list of ints."""
+    if bits < ADDRESS_BITS or len(fingerprint) * 8 != tables * bits:
+        raise ConfigError("a fingerprint of %d bytes is not %d tables of >= %d bits" % (len(fingerprint), tables, bits))
+    out = []
+    for t in range(tables):
+        value = 0
+        start = t * bits
+        for h in range(start, start + ADDRESS_BITS):
+            value = (value << 1) | ((fingerprint[h >> 3] >> (7 - (h & 7))) & 1)
+        out.append(value)
+    return out

@@ -13,8 +13,6 @@ from edge.ccm import CCM
 from edge.compat import ticks_ms, time_s
 from edge.ecg.app import EcgApp
 from edge.ecg.conclude import QemModel, RuleModel
-from edge.ecg.registry import DOMAIN_ECG_BEAT
-from edge.fingerprint import SimHash
 from edge.frame import profile
 from edge.links.uart import UartLink
 from edge.node import Node
@@ -52,8 +50,7 @@ def main(argv):
     # modules left behind: the heap is least fragmented then.
     gc.collect()
     model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
-    simhash = SimHash(model.embedding_dim, prof.fingerprint_tables, prof.fingerprint_bits, seed=DOMAIN_ECG_BEAT)
-    app = EcgApp(replay(replay_path, offset), model, simhash)
+    app = EcgApp(replay(replay_path, offset), model, prof)
     node = Node(CCM(key), kid, store.Counter(state), store.Outbox(state), prof, retired=retired)
     link = UartLink(sys.stdin.buffer, sys.stdout.buffer)
     return device.run(node, link, app, frames, ticks_ms, time_s, report)

@@ -7,17 +7,19 @@
 # `ended` turns True once the sample source has run dry.
 from array import array
 
-from . import beats
+from ..fingerprint import spec
+from . import beats, features
 from .registry import DOMAIN_ECG_BEAT
 
 
 class EcgApp:
-    def __init__(self, samples, model, simhash, fs=360, budget=720):
+    def __init__(self, samples, model, prof, fs=360, budget=720):
         """samples: an iterator of ints (the lead, at fs Hz); model: a conclude.* model;
-        simhash: the fingerprint.SimHash of the frames' profile."""
+        prof: the frames' profile (its fingerprint size)."""
         self._samples = samples
         self._model = model
-        self._simhash = simhash
+        self._simhash = spec(DOMAIN_ECG_BEAT).simhash(prof)
+        self._features = array("b", bytes(features.DIM))
         self._window = array("f", bytes(4 * beats.WINDOW))
         self._detector = beats.BeatDetector(fs, self._window)
         self._budget = budget  # samples per observe() call: 2 s at 360 Hz
@@ -33,9 +35,11 @@ class EcgApp:
             if sample is None:
                 self.ended = True
                 return None
-            beat = self._detector.feed(sample)
+            det = self._detector
+            beat = det.feed(sample)
             if beat is not None and beat[1]:
                 r, rr, mean_rr = beat
-                label, confidence, topk, emb = self._model.conclude(self._window, rr, mean_rr)
-                return label, confidence, self._simhash.fingerprint(emb), topk, {"r": r}
+                label, confidence, topk = self._model.conclude(self._window, rr, mean_rr)
+                f = features.beat_features(det.samples, det.mask, det.start, det.span, rr, mean_rr, self._features)
+                return label, confidence, self._simhash.fingerprint(f), topk, {"r": r}
         return None

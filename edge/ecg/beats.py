@@ -24,7 +24,6 @@ from ..errors import ConfigError
 
 
 WINDOW = const(140)  # samples per beat window, as in ECG5000
-EMBED_DIM = const(16)  # embedding(): 15 window segment means + the RR ratio
 _PRE = const(3)  # window samples before the R peak (ECG5000 beats put R at index ~3)
 _DSHIFT = const(3)  # derivative scaling before squaring; keeps every sum below 2**30
 _DCLAMP = const(23170)  # |derivative| clamp: 23170**2 < 2**29, so squares stay small ints
@@ -54,6 +53,9 @@ class BeatDetector:
     given, it receives each reported beat's window: about one mean RR from just before the
     R peak, resampled to 140 points by linear interpolation and z-normalised (ddof 1) like
     ECG5000. The same array is overwritten by every beat.
+
+    The reported beat's raw samples stay readable until more are fed: indices
+    start .. start + span - 1 of the ring `samples` (array('h'), index & mask).
     """
 
     def __init__(self, fs=360, window=None):
@@ -76,6 +78,8 @@ class BeatDetector:
         self._rr_max = 2 * fs
         self._rawn = _pow2_at_least(4 * fs + self._span_max)
         self._x = array("h", bytes(2 * self._rawn))
+        self.samples = self._x  # the raw ring, read-only for callers (ecg.features)
+        self.mask = self._rawn - 1
         self._s1 = array("i", bytes(4 * _pow2_at_least(self._m + 1)))
         self._lp = array("i", bytes(4 * _pow2_at_least(self._hpn + 1)))
         self._hp = array("i", bytes(4 * _pow2_at_least(2 * self._w + 16)))
@@ -99,6 +103,7 @@ class BeatDetector:
         self._sb = self._sb_r = self._sb_slope = 0  # best search-back candidate
         self._nrr = self._rr_i = 0
         self._q_head = self._q_len = 0
+        self.start = self.span = 0  # raw span of the last reported beat
 
     def _prime(self, x):
         # Start every filter in the steady state of a constant input x, so the first
@@ -298,6 +303,8 @@ class BeatDetector:
             return None
         self._q_head = (self._q_head + 1) % _QUEUE
         self._q_len -= 1
+        self.start = q[k + 3]
+        self.span = q[k + 4]
         if self.window is not None:
             self._cut(q[k + 3], q[k + 4], self.window)
         return (q[k], q[k + 1], q[k + 2])
@@ -347,31 +354,3 @@ def classify_rr(rr, mean_rr):
     conf = (dist * 255) // _CONF_SPAN
     return label, conf if conf < 255 else 255
 
-
-def embedding(window, rr, mean_rr, out):
-    """Fill out (array('b', 16)) with the beat's integer embedding and return it.
-
-    out[0..14]: the window's mean over 15 equal segments, x32 (a z-score of +-4 spans the
-    int8 range), clamped to -127..127; out[15]: rr / mean_rr x64 (64 = a regular beat),
-    clamped likewise, 64 when the ratio is not known. The same out is returned.
-    """
-    if len(window) != WINDOW:
-        raise ConfigError("embedding needs a %d-sample window, got %d" % (WINDOW, len(window)))
-    if len(out) != EMBED_DIM:
-        raise ConfigError("embedding output must hold %d values, got %d" % (EMBED_DIM, len(out)))
-    if rr < 0 or mean_rr < 0:
-        raise ConfigError("embedding needs rr and mean_rr >= 0, got %r and %r" % (rr, mean_rr))
-    segs = EMBED_DIM - 1
-    for s in range(segs):
-        a = (s * WINDOW) // segs
-        b = ((s + 1) * WINDOW) // segs
-        total = 0.0
-        for j in range(a, b):
-            total += window[j]
-        out[s] = _clamp8(round(total * 32 / (b - a)))
-    out[segs] = _clamp8((rr * 64 + mean_rr // 2) // mean_rr) if rr and mean_rr else 64
-    return out
-
-
-def _clamp8(v):
-    return 127 if v > 127 else (-127 if v < -127 else v)

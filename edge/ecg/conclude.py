@@ -1,12 +1,10 @@
-# Models that turn one beat into a conclusion: (label, confidence 0..255, top-k, embedding).
+# Models that turn one beat into a conclusion: (label, confidence 0..255, top-k).
 #
-# Every model here has the same small interface, so the device loop does not care which
-# runs: `model_id` (the frame's model field), `embedding_dim`, and
-# conclude(window, rr, mean_rr) -> (label, confidence, topk, embedding), where topk is a
-# list of [label, score 0..255] pairs, best first, and embedding a sequence of ints. The
-# returned embedding may be a reused buffer.
-from array import array
-
+# Every model here has the same small interface, so the application does not care which
+# runs: `model_id` (the frame's model field) and conclude(window, rr, mean_rr) ->
+# (label, confidence, topk), where topk is a list of [label, score 0..255] pairs, best
+# first. What a beat is similar to is not the model's business: the fingerprint comes
+# from the domain's features (ecg.features), the same for every model.
 from . import beats
 from .registry import MODEL_RULE
 
@@ -15,19 +13,14 @@ class RuleModel:
     """The RR-interval rule of ecg.beats: premature (1) or normal (0)."""
 
     model_id = MODEL_RULE
-    embedding_dim = beats.EMBED_DIM
-
-    def __init__(self):
-        self._embedding = array("b", bytes(beats.EMBED_DIM))
 
     def conclude(self, window, rr, mean_rr):
         label, confidence = beats.classify_rr(rr, mean_rr)
-        topk = [[label, confidence], [1 - label, 255 - confidence]]
-        return label, confidence, topk, beats.embedding(window, rr, mean_rr, self._embedding)
+        return label, confidence, [[label, confidence], [1 - label, 255 - confidence]]
 
 
 class QemModel:
-    """An int8 edge model (.qem) with outputs "scores" (Softmax logits) and "embedding".
+    """An int8 edge model (.qem) whose output "scores" holds the classes' Softmax logits.
 
     ECG5000, which the reference models learned from, stores beats with the opposite
     polarity to the MLII lead of the MIT-BIH replay (its R wave is a negative spike), so
@@ -42,7 +35,6 @@ class QemModel:
         self._sign = -1 if invert else 1
         self._scale, self._zp = self._model.input_qparams()
         self._input = bytearray(self._model.input_size())
-        self.embedding_dim = len(self._model.output("embedding"))
 
     def conclude(self, window, rr, mean_rr):
         buf, scale, zp, sign = self._input, self._scale, self._zp, self._sign
@@ -54,4 +46,4 @@ class QemModel:
         m.run()
         best = m.topk("scores", 5)
         topk = [[cls, conf] for cls, _p, conf in best]
-        return best[0][0], best[0][2], topk, m.output("embedding")
+        return best[0][0], best[0][2], topk

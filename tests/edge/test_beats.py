@@ -227,30 +227,3 @@ def test_classify_rr_rule():
     raises(errors.ConfigError, beats.classify_rr, 100, -5)
 
 
-def test_embedding_values():
-    out = array("b", bytes(beats.EMBED_DIM))
-    win = array("f", [1.0] * beats.WINDOW)
-    assert list(beats.embedding(win, 200, 200, out)) == [32] * 15 + [64]
-    win = array("f", [(10.0 if j < 70 else -10.0) for j in range(beats.WINDOW)])
-    beats.embedding(win, 100, 200, out)
-    # segments of 9 or 10 samples; segment 7 holds samples 65..73: five +10, four -10,
-    # mean 10/9, x32 = 35.6
-    assert list(out[:7]) == [127] * 7 and out[7] == 36 and list(out[8:15]) == [-127] * 7
-    assert out[15] == 32
-    beats.embedding(win, 0, 0, out)
-    assert out[15] == 64
-    beats.embedding(win, 1000, 100, out)
-    assert out[15] == 127
-    ramp = array("f", [j / 139.0 for j in range(beats.WINDOW)])
-    beats.embedding(ramp, 200, 200, out)
-    assert list(out[:15]) == sorted(out[:15]) and out[0] == 1 and out[14] == 31
-
-
-def test_embedding_rejects_bad_arguments():
-    out = array("b", bytes(beats.EMBED_DIM))
-    win = array("f", [0.0] * beats.WINDOW)
-    exc = raises(errors.ConfigError, beats.embedding, array("f", [0.0] * 10), 1, 1, out)
-    assert "window" in str(exc)
-    exc = raises(errors.ConfigError, beats.embedding, win, 1, 1, array("b", bytes(8)))
-    assert "output" in str(exc)
-    raises(errors.ConfigError, beats.embedding, win, -1, 1, out)

@@ -28,10 +28,30 @@ def test_similar_vectors_have_close_fingerprints():
     assert fp.hamming(base, far) > 96  # the opposite vector flips (almost) every sign
 
 
-def test_bucket_reads_table_bits():
+def test_buckets_are_the_first_8_bits_of_each_table():
     h = fp.SimHash(16, 4, 8, seed=1)
     bits = bytes(h.fingerprint(VEC))
-    assert [h.bucket(bits, t) for t in range(4)] == list(bits)
+    assert fp.buckets(bits, 4, 8) == list(bits)
+    full = bytes(fp.SimHash(16, 8, 16, seed=1).fingerprint(VEC))
+    assert fp.buckets(full, 8, 16) == [full[2 * t] for t in range(8)]
+    raises(errors.ConfigError, fp.buckets, full, 4, 16)
+
+
+def test_a_compact_fingerprint_is_a_prefix_of_the_full_one_table_by_table():
+    # The same hyperplanes table by table: compact and full frames of one spec land at
+    # the same addresses (tables 0..3).
+    s = fp.spec(1)
+    from_profile = load("frame")
+    compact = bytes(s.simhash(from_profile.COMPACT).fingerprint(VEC))
+    full = bytes(s.simhash(from_profile.FULL).fingerprint(VEC))
+    assert fp.buckets(compact, 4, 8) == fp.buckets(full, 8, 16)[:4]
+
+
+def test_specs_name_their_domain_and_unknown_domains_are_refused():
+    s = fp.spec(1)
+    assert (s.domain, s.name, s.version, s.dim) == (1, "ecg-beat", 1, 16)
+    err = raises(errors.ConfigError, fp.spec, 999)
+    assert "no fingerprint spec for domain 999" in str(err)
 
 
 def test_seed_changes_the_planes():
