@@ -1,4 +1,5 @@
-# Outcome and ACK frames: fixed-size COSE_Encrypt0 messages (docs/PROTOCOL.md).
+# Outcome, ACK, query and answer frames: fixed-size COSE_Encrypt0 messages
+# (docs/PROTOCOL.md).
 #
 # Rules
 # - A frame is an untagged COSE_Encrypt0 [h'a1010a', {4: kid, 6: piv}, ciphertext] with a
@@ -9,6 +10,9 @@
 #   0x01..., downlink 0x02...), so a device key never seals two messages under one nonce:
 #   uplink counters never repeat (store.Counter), and a downlink ACK for counter N always
 #   has the same plaintext, so re-sending it re-sends identical bytes.
+# - A query takes a counter like an outcome and is answered, not acknowledged: the answer
+#   is the only downlink message under its counter, and the gateway stores it and re-sends
+#   the same bytes for a repeated query, so a downlink nonce still seals one message.
 # - The version is the first element of the plaintext; the type the second.
 from . import cbor, cose
 from .errors import EncodeError, FrameError
@@ -19,6 +23,15 @@ from .compat import const
 VERSION = const(1)
 TYPE_OUTCOME = const(1)
 TYPE_ACK = const(2)
+TYPE_QUERY = const(3)
+TYPE_ANSWER = const(5)
+
+# Answer status (docs/PROTOCOL.md, "Query and answer")
+ANSWERED = const(0)  # from aggregates above the release thresholds
+TOO_FEW = const(1)  # not enough similar cases (fewer than k outcomes or m sites)
+UNKNOWN_SPEC = const(2)  # the gateway knows no fingerprint spec for the query's domain
+PARTIAL = const(3)  # answered from what arrived in time; some owners did not answer
+UNAVAILABLE = const(4)  # no owner of any of the query's addresses could be asked
 
 KID_LEN = const(4)
 PIV_LEN = const(4)
@@ -47,19 +60,24 @@ def plaintext_size(frame_size):
 class Profile:
     """A frame size and what fits in it."""
 
-    def __init__(self, name, size, fingerprint_tables, fingerprint_bits, topk_max):
+    def __init__(self, name, size, fingerprint_tables, fingerprint_bits, topk_max, answer_size, answer_labels,
+                 answer_models):
         self.name = name
-        self.size = size
+        self.size = size  # outcome and query frames
         self.fingerprint_tables = fingerprint_tables  # SimHash: L tables of k bits
         self.fingerprint_bits = fingerprint_bits
         self.fingerprint_len = fingerprint_tables * fingerprint_bits // 8
         self.topk_max = topk_max  # 0: the profile carries no top-k list and no extensions
         self.plaintext_len = plaintext_size(size)
+        self.answer_size = answer_size  # the answer frame (downlink)
+        self.answer_plaintext_len = plaintext_size(answer_size)
+        self.answer_labels = answer_labels  # leading labels an answer carries
+        self.answer_models = answer_models  # per-model confirmation tallies (0: none)
 
 
-# compact: one LoRaWAN EU868 DR0 payload (51 bytes). full: serial and MQTT.
-COMPACT = Profile("compact", 51, 4, 8, 0)
-FULL = Profile("full", 512, 8, 16, 5)
+# compact: one LoRaWAN EU868 DR0 payload (51 bytes) each way. full: serial and MQTT.
+COMPACT = Profile("compact", 51, 4, 8, 0, 51, 2, 0)
+FULL = Profile("full", 512, 8, 16, 5, 128, 4, 3)
 PROFILES = {"compact": COMPACT, "full": FULL}
 ACK_SIZE = const(32)
 ACK_PLAINTEXT_LEN = plaintext_size(ACK_SIZE)
@@ -153,3 +171,70 @@ def open_ack(ccm, kid, data):
             raise FrameError("unsupported ACK version %d" % plaintext[1])  # [version, ...]
         raise FrameError("malformed ACK plaintext")
     return (piv[0] << 24) | (piv[1] << 16) | (piv[2] << 8) | piv[3]
+
+
+# ------------------------------------------------------------------- query and answer
+
+
+def encode_query(prof, time, model, domain, fingerprint, probe=0):
+    """The padded plaintext of a query: what did cases with this fingerprint conclude?
+    probe 0 asks the exact buckets, 1 also their neighbours at Hamming distance 1."""
+    _uint("time", time, 0xFFFFFFFF)
+    _uint("model", model, 0xFFFF)
+    _uint("domain", domain, 0xFFFF)
+    _uint("probe", probe, 1)
+    if len(fingerprint) != prof.fingerprint_len:
+        raise EncodeError(
+            "profile %s needs a %d-byte fingerprint, got %d" % (prof.name, prof.fingerprint_len, len(fingerprint))
+        )
+    return _pad(cbor.dumps([VERSION, TYPE_QUERY, time, model, domain, probe, bytes(fingerprint)]), prof.plaintext_len,
+                "query")
+
+
+def encode_answer(prof, status, outcomes, sites, labels, confirmed, models):
+    """The padded plaintext of an answer (the gateway's side; docs/PROTOCOL.md).
+
+    labels: [[label, share 0..255]] best first; confirmed: [confirmed outcomes, agreement
+    0..255]; models: [[model, confirmed, correct share 0..255]]. What the profile cannot
+    carry is cut: labels and models beyond its counts, and for a compact answer counts
+    above 255 are sent as 255 ("255 or more") and labels dropped from the end until the
+    answer fits its 23 bytes.
+    """
+    _uint("status", status, 255)
+    labels = [[_bounded(lab, 0xFFFF), _bounded(share, 255)] for lab, share in labels[: prof.answer_labels]]
+    models = [[_bounded(m, 0xFFFF), _bounded(n, 0xFFFF), _bounded(s, 255)] for m, n, s in models[: prof.answer_models]]
+    cap = 255 if prof.answer_plaintext_len < 64 else 0xFFFFFFFF
+    fields = [VERSION, TYPE_ANSWER, status, _bounded(outcomes, cap), _bounded(sites, cap), labels,
+              [_bounded(confirmed[0], cap), _bounded(confirmed[1], 255)], models]
+    body = cbor.dumps(fields)
+    while len(body) > prof.answer_plaintext_len and labels:
+        labels.pop()
+        body = cbor.dumps(fields)
+    return _pad(body, prof.answer_plaintext_len, "answer")
+
+
+def _bounded(value, limit):
+    if not isinstance(value, int) or value < 0:
+        raise EncodeError("answer values must be non-negative integers, got %r" % (value,))
+    return value if value < limit else limit
+
+
+def open_answer(ccm, kid, data, prof):
+    """Verify an answer frame addressed to kid: (counter of the query it answers, answer)
+    where answer is [status, outcomes, sites, labels [[label, share]], confirmed
+    [count, agreement], models [[model, confirmed, correct share]]] (shares 0..255)."""
+    if len(data) != prof.answer_size:
+        raise FrameError("a %s answer must be %d bytes, got %d" % (prof.name, prof.answer_size, len(data)))
+    got_kid, piv, plaintext = cose.decrypt0(ccm, data, DOWNLINK_IV)
+    if bytes(got_kid) != bytes(kid):
+        raise FrameError("answer is for key id %s, not ours" % bytes(got_kid).hex())
+    # Authenticated: now the strict decoder (no tags), and the rest must be zero padding.
+    value, end = cbor.loads_prefix(plaintext, False)
+    for i in range(end, len(plaintext)):
+        if plaintext[i]:
+            raise FrameError("answer padding is not all zero")
+    if not isinstance(value, list) or len(value) != 8 or value[0] != VERSION or value[1] != TYPE_ANSWER:
+        raise FrameError("not a version %d answer [version, 5, status, outcomes, sites, labels, confirmed, models]"
+                         % VERSION)
+    return (piv[0] << 24) | (piv[1] << 16) | (piv[2] << 8) | piv[3], value[2:]
+

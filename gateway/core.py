@@ -1,5 +1,6 @@
-"""The gateway's protocol engine, sans-IO: whole frames in per port; ACK frames and the
-outcomes each commit made durable out.
+"""The gateway's protocol engine, sans-IO: whole frames in per port; ACK frames, the
+outcomes each commit made durable and the queries it claimed out; answers in, answer
+frames out.
 
 Rules:
 - ``receive(port, frame)`` verifies one frame and writes the result into the store's
@@ -12,6 +13,10 @@ Rules:
 - A frame that authenticated but was refused is acknowledged once it is durably in the
   dead-letter table (re-sending it cannot help); an unauthenticated one never is, and is
   only counted (gateway.refusals), so a stranger cannot make the gateway store anything.
+- A query claims its (device, counter) like an outcome. ``flush()`` hands new queries
+  over once that claim is durable; ``answer()`` seals and stores the answer, which the next
+  flush releases. A repeated query gets the stored answer again (the same bytes: one
+  downlink message per nonce); one not answered yet gets nothing until it is.
 """
 from __future__ import annotations
 
@@ -21,10 +26,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from qis.edge.frame import PROFILES
+
 from .keys import DeviceKey
 from .refusals import RefusalLog
 from .store import DatabaseError, OutcomeStore
-from .verify import Outcome, Rejected, open_outcome, seal_ack
+from .verify import Outcome, Query, Rejected, open_uplink, seal_ack, seal_answer
 
 log = logging.getLogger("qis.gateway")
 
@@ -35,6 +42,8 @@ class Flushed:
 
     acks: list[tuple[str, bytes]] = field(default_factory=list)
     committed: list[Outcome] = field(default_factory=list)
+    queries: list[tuple[str, Query]] = field(default_factory=list)  # (port, query) to answer
+    answers: list[tuple[str, bytes]] = field(default_factory=list)  # (port, answer frame)
 
 
 class GatewayCore:
@@ -58,7 +67,7 @@ class GatewayCore:
         """Handle one whole frame that arrived on port."""
         self.stats["frames_received"] += 1
         try:
-            outcome = open_outcome(frame, self.registry, self.clock())
+            opened = open_uplink(frame, self.registry, self.clock())
         except Rejected as r:
             self.stats["rejected"] += 1
             if not r.authenticated:
@@ -72,11 +81,35 @@ class GatewayCore:
             log.exception("internal error on a frame from %s; counted as refused", port)
             self.refusals.count(port, "internal", "", frame, self.clock())
             return
-        disposition = self._write(self.store.add, outcome, frame, port)
+        if isinstance(opened, Query):
+            self._query(port, opened, frame)
+            return
+        disposition = self._write(self.store.add, opened, frame, port)
         if disposition == "stored":
             self._uncommitted["stored"] += 1
-            self._pending.committed.append(outcome)
-        self._settle(port, self.registry[outcome.kid], outcome.counter, frame, disposition)
+            self._pending.committed.append(opened)
+        self._settle(port, self.registry[opened.kid], opened.counter, frame, disposition)
+
+    def _query(self, port: str, query: Query, frame: bytes) -> None:
+        disposition = self._write(self.store.add_query, query, frame, port)
+        if disposition == "stored":
+            self._uncommitted["queries"] += 1
+            self._pending.queries.append((port, query))
+        elif disposition == "duplicate":
+            stored = self.store.answer_of(query.device, query.counter)
+            if stored is not None:
+                self._pending.answers.append((port, stored))
+        elif disposition == "conflict":
+            self._settle(port, self.registry[query.kid], query.counter, frame, disposition)
+
+    def answer(self, port: str, query: Query, status: int, outcomes: int = 0, sites: int = 0,
+               labels: list | None = None, confirmed: list | None = None, models: list | None = None) -> None:
+        """Seal and store the answer to a query; the next flush sends it on port."""
+        frame = seal_answer(self.registry[query.kid], query.counter, PROFILES[query.profile], status, outcomes, sites,
+                            labels or [], confirmed or [0, 0], models or [])
+        if self._write(self.store.save_answer, query.device, query.counter, frame, status):
+            self._uncommitted["answers"] += 1
+            self._pending.answers.append((port, frame))
 
     def refuse(self, port: str, code: str, detail: str) -> None:
         """Count something a link received that was not a frame (line noise, a bad record)."""
@@ -135,6 +168,7 @@ class GatewayCore:
             return Flushed()
         self.stats.update(stats)
         self.stats["acks_sent"] += len(done.acks)
+        self.stats["answers_sent"] += len(done.answers)
         return done
 
     def close(self) -> None:

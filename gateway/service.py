@@ -1,37 +1,117 @@
-"""The running gateway: its core, its links and its periodic stats on one asyncio loop.
+"""The running gateway: its core, its links, its federation and its HTTP endpoint on one
+asyncio loop.
 
-`qis gateway run` builds a Gateway from its options and calls run(); a test or another
-program can do the same. Nothing here decides anything about frames: that is the core's.
+Rules: the service owns the flush: links deliver frames to the core and ask for a flush;
+one flush commits everything pending and the service hands each downlink (ACK or answer)
+to the link that owns its port, tells the federation that commits happened, and starts
+answering the queries the commit claimed. A flush also runs once a second (refusal
+counts held back, answers computed meanwhile). `qis gateway run` builds a Gateway from
+its options; a test or another program can do the same. Nothing here decides anything
+about frames (the core does) or about outcomes after their ACK (the federation does).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
-from .core import GatewayCore
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .bus import LocalBus, NatsBus
+from .core import Flushed, GatewayCore
 from .errors import GatewayError
+from .federation import Federation, Settings
+from .http import HttpEndpoint
 from .ingest.serial import SerialIngest
 from .keys import load_registry
-from .store import OutcomeStore
+from .sites import PeerSite, Site, load_site, load_sites
+from .store import Journal, OutcomeStore
+from .verify import Query
 
 log = logging.getLogger("qis.gateway")
 
 
 class Gateway:
-    """One gateway: a key registry, a database, a core and the serial ports it listens on."""
+    """One gateway: keys, database, core, serial ports, federation, HTTP endpoint."""
 
     def __init__(self, keys: Path, db: Path, serial_paths: list[str], baudrate: int = 115200,
-                 dead_letters_per_device: int = 1000, dead_letter_budget_bytes: int = 64 << 20) -> None:
+                 dead_letters_per_device: int = 1000, dead_letter_budget_bytes: int = 64 << 20,
+                 site_key: Path | None = None, sites_file: Path | None = None, nats: list[str] | None = None,
+                 settings: Settings | None = None, http_port: int | None = None) -> None:
         registry = load_registry(keys)
         if not registry:
             raise GatewayError(f"no device keys in {keys} (qis device provision first)")
         self.store = OutcomeStore(db, per_device=dead_letters_per_device, budget_bytes=dead_letter_budget_bytes)
         self.core = GatewayCore(registry, self.store)
-        self.serial = SerialIngest(self.core, serial_paths, baudrate)
+        self.serial = SerialIngest(self.core, serial_paths, self.flush_soon, baudrate)
+        self.ingests = [self.serial]
+        self.federation = self._federation(db, site_key, sites_file, nats, settings)
+        self.http = HttpEndpoint(self.federation, self.status, http_port) if http_port is not None else None
+        self._flush_scheduled = False
+        self._answering: set[asyncio.Task] = set()
+
+    def _federation(self, db: Path, site_key: Path | None, sites_file: Path | None, nats: list[str] | None,
+                    settings: Settings | None) -> Federation:
+        if nats:
+            if site_key is None or sites_file is None:
+                raise GatewayError("a federated gateway needs --site-key (its signing key) and --sites (the "
+                                   "federation's public keys)")
+            site = load_site(site_key)
+            peers = load_sites(sites_file)
+            if site.kid not in peers:
+                raise GatewayError(f"site {site.name} is not in the sites file {sites_file}")
+            bus = NatsBus(nats, site.name, replicas=min(3, len(nats)))
+            return Federation(site, Journal(self.store.path), bus, peers, settings)
+        # One clinic, no broker: an in-process bus, and a site identity of this run only
+        # (the aggregates are rebuilt from the database at every start).
+        site = load_site(site_key) if site_key else Site("local", Ed25519PrivateKey.generate(), os.urandom(32))
+        peers = {site.kid: PeerSite(site.name, site.private.public_key())}
+        local = settings or Settings(m=1)  # one site: "from at least m sites" can only mean one
+        return Federation(site, Journal(self.store.path), LocalBus(site.name), peers, local)
+
+    # ------------------------------------------------------------------ the flush
+
+    def flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.dispatch(self.core.flush())
+
+    def dispatch(self, done: Flushed) -> None:
+        for port, frame in (*done.acks, *done.answers):
+            for ingest in self.ingests:
+                if ingest.owns(port):
+                    ingest.send(port, frame)
+                    break
+        if done.committed:
+            self.federation.wake()
+        for port, query in done.queries:
+            task = asyncio.create_task(self._answer(port, query))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, port: str, query: Query) -> None:
+        status, answer = await self.federation.answer(query)
+        self.core.answer(port, query, status, answer.outcomes, answer.sites, answer.labels, answer.confirmed,
+                         answer.models)
+        self.flush_soon()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.flush_soon()
+
+    # ------------------------------------------------------------------ running
+
+    def status(self) -> dict:
+        return {"gateway": {**self.core.summary(), **self.store.counts()}, "federation": self.federation.summary()}
 
     async def serve(self, stats_interval: float = 0) -> None:
         """Serve until SIGINT or SIGTERM; log the stats every stats_interval seconds (0: never)."""
@@ -39,20 +119,35 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        self.serial.start()
+        for ingest in self.ingests:
+            ingest.start()
+        await self.federation.start()
+        if self.http is not None:
+            await self.http.start()
+            print(f"http http://127.0.0.1:{self.http.port}", flush=True, file=sys.stderr)
+        ticker = asyncio.create_task(self._tick())
         print("gateway ready", flush=True, file=sys.stderr)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=stats_interval or None)
             except asyncio.TimeoutError:
-                log.info("stats %s", json.dumps(self.core.summary()))
-        self.serial.close()
+                log.info("stats %s", json.dumps(self.status()))
+        ticker.cancel()
+        for ingest in self.ingests:
+            ingest.close()
+        await asyncio.gather(*self._answering, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
+        await self.federation.stop()
 
     def run(self, stats_interval: float = 0) -> dict:
         """Serve (blocking), then write what is pending and close; the final stats."""
         try:
             asyncio.run(self.serve(stats_interval))
             self.core.close()
-            return {**self.core.summary(), **self.store.counts()}
+            return self.status()
         finally:
             self.store.close()
+            self.federation.journal.close()
+
+

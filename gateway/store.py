@@ -32,7 +32,7 @@ from typing import Literal
 from qis.edge import cbor as det_cbor
 
 from .errors import GatewayError
-from .verify import REASON_MAX, Outcome, jsonable
+from .verify import REASON_MAX, Outcome, Query, jsonable
 
 Disposition = Literal["stored", "duplicate", "conflict"]
 
@@ -88,6 +88,38 @@ CREATE TABLE IF NOT EXISTS refusal_samples (
 CREATE TABLE IF NOT EXISTS retention (
     device      TEXT    PRIMARY KEY,
     evicted     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queries (
+    device      TEXT    NOT NULL,
+    counter     INTEGER NOT NULL,
+    kid         BLOB    NOT NULL,
+    profile     TEXT    NOT NULL,
+    domain      INTEGER NOT NULL,
+    fingerprint BLOB    NOT NULL,
+    frame       BLOB    NOT NULL,
+    port        TEXT    NOT NULL,
+    received_at REAL    NOT NULL,
+    answer      BLOB,
+    status      INTEGER,
+    answered_at REAL,
+    PRIMARY KEY (device, counter)
+);
+CREATE TABLE IF NOT EXISTS confirmations (
+    id          INTEGER PRIMARY KEY,
+    device      TEXT    NOT NULL,
+    counter     INTEGER NOT NULL,
+    label       INTEGER NOT NULL,
+    confirmed_at REAL   NOT NULL,
+    UNIQUE (device, counter)
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    name        TEXT    PRIMARY KEY,
+    position    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    shard       TEXT    PRIMARY KEY,
+    sequence    INTEGER NOT NULL,
+    state       BLOB    NOT NULL
 );
 """
 # Columns added after version 0.1.0 databases were created: (table, column, declaration).
@@ -165,7 +197,8 @@ class OutcomeStore:
 
     def _up_to_date(self) -> bool:
         tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        return {"refusals", "refusal_samples", "retention"} <= tables and all(
+        return {"refusals", "refusal_samples", "retention", "queries", "confirmations", "cursors",
+                "snapshots"} <= tables and all(
             column in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             for table, column, _ in MIGRATIONS)
 
@@ -182,12 +215,15 @@ class OutcomeStore:
             self._db.execute("BEGIN IMMEDIATE")
 
     def _claimed(self, device: str, counter: int) -> bytes | None:
-        """The frame that already holds (device, counter): a stored outcome or a consumed dead letter."""
-        row = self._db.execute("SELECT frame FROM outcomes WHERE device = ? AND counter = ?", (device, counter)).fetchone()
-        if row is None:
-            row = self._db.execute("SELECT frame FROM dead_letters WHERE consumed = 1 AND device = ? AND counter = ?",
-                                   (device, counter)).fetchone()
-        return None if row is None else row[0]
+        """The frame that already holds (device, counter): a stored outcome, a query or a
+        consumed dead letter (a counter is a nonce: one frame each, whatever its kind)."""
+        for sql in ("SELECT frame FROM outcomes WHERE device = ? AND counter = ?",
+                    "SELECT frame FROM queries WHERE device = ? AND counter = ?",
+                    "SELECT frame FROM dead_letters WHERE consumed = 1 AND device = ? AND counter = ?"):
+            row = self._db.execute(sql, (device, counter)).fetchone()
+            if row is not None:
+                return row[0]
+        return None
 
     @_database_errors
     def add(self, outcome: Outcome, frame: bytes, port: str) -> Disposition:
@@ -208,6 +244,34 @@ class OutcomeStore:
              det_cbor.dumps(outcome.ext) if outcome.ext else None),
         )
         return "stored"
+
+    @_database_errors
+    def add_query(self, query: Query, frame: bytes, port: str) -> Disposition:
+        """Record a query (uncommitted until commit()); it claims its (device, counter)."""
+        self._begin()
+        claimed = self._claimed(query.device, query.counter)
+        if claimed is not None:
+            return "duplicate" if claimed == frame else "conflict"
+        self._db.execute(
+            "INSERT INTO queries (device, counter, kid, profile, domain, fingerprint, frame, port, received_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (query.device, query.counter, query.kid, query.profile, query.domain, query.fingerprint, frame, port,
+             time.time()))
+        return "stored"
+
+    def answer_of(self, device: str, counter: int) -> bytes | None:
+        """The answer frame stored for query (device, counter), if it was answered."""
+        row = self._db.execute("SELECT answer FROM queries WHERE device = ? AND counter = ?", (device, counter)).fetchone()
+        return None if row is None else row[0]
+
+    @_database_errors
+    def save_answer(self, device: str, counter: int, frame: bytes, status: int) -> bool:
+        """Store the answer to a query, once: False if it already has one (keep that one:
+        a downlink nonce seals one message)."""
+        self._begin()
+        cur = self._db.execute("UPDATE queries SET answer = ?, status = ?, answered_at = ? WHERE device = ? AND"
+                               " counter = ? AND answer IS NULL", (frame, status, time.time(), device, counter))
+        return cur.rowcount == 1
 
     @_database_errors
     def dead_letter(self, reason: str, frame: bytes, port: str, device: str, counter: int,
@@ -330,6 +394,24 @@ class OutcomeStore:
             item["frame"] = item["frame"].hex() if item["frame"] is not None else None
             yield item
 
+    @_database_errors
+    def confirm(self, device: str, counter: int, label: int) -> dict:
+        """Record a clinician's confirmation (or correction) of a stored outcome and commit
+        it; the outcome as a dict. GatewayError if there is no such outcome or it was
+        already confirmed (one confirmation per outcome: a second would be a second vote)."""
+        row = self._db.execute("SELECT label FROM outcomes WHERE device = ? AND counter = ?", (device, counter)).fetchone()
+        if row is None:
+            raise GatewayError(f"no stored outcome of device {device} with counter {counter} in {self.path}")
+        done = self._db.execute("SELECT label FROM confirmations WHERE device = ? AND counter = ?",
+                                (device, counter)).fetchone()
+        if done is not None:
+            raise GatewayError(f"outcome {device}/{counter} was already confirmed as label {done[0]}")
+        self._begin()
+        self._db.execute("INSERT INTO confirmations (device, counter, label, confirmed_at) VALUES (?,?,?,?)",
+                         (device, counter, label, time.time()))
+        self.commit()
+        return {"device": device, "counter": counter, "concluded": row[0], "confirmed": label}
+
     def close(self) -> None:
         self.commit()
         self._db.close()
@@ -352,3 +434,57 @@ def _make_private(path: Path, create: bool = True) -> None:
 
 def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+class Journal:
+    """The federation's view of the database, on a connection of its own: it reads only
+    committed rows (WAL readers see the last commit), so nothing is forwarded before it is
+    durable and acknowledged, and its cursor and snapshot writes wait for the core's open
+    transaction instead of committing it."""
+
+    _ROWS = {  # what the federation forwards, in the order it was committed
+        "outcomes": "SELECT rowid, device, counter, time, model, domain, label, confidence, fingerprint, profile,"
+                    " NULL FROM outcomes WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        "confirmations": "SELECT c.id, o.device, o.counter, o.time, o.model, o.domain, o.label, o.confidence,"
+                         " o.fingerprint, o.profile, c.label FROM confirmations c JOIN outcomes o"
+                         " ON o.device = c.device AND o.counter = c.counter WHERE c.id > ? ORDER BY c.id LIMIT ?",
+    }
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+
+    def rows(self, kind: str, after: int, limit: int = 256) -> list[tuple]:
+        """Committed rows of kind ("outcomes" or "confirmations") after position `after`:
+        (position, device, counter, time, model, domain, label, confidence, fingerprint,
+        profile, confirmed label or None)."""
+        return self._db.execute(self._ROWS[kind], (after, limit)).fetchall()
+
+    def cursor(self, name: str) -> int:
+        row = self._db.execute("SELECT position FROM cursors WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else row[0]
+
+    @_database_errors
+    def set_cursor(self, name: str, position: int) -> None:
+        """Move a cursor, durably (the forwarder's record of what the bus has confirmed)."""
+        self._db.execute("INSERT INTO cursors VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                         (name, position))
+
+    @_database_errors
+    def save_snapshot(self, shard: str, sequence: int, state: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (shard, sequence, state))
+
+    @_database_errors
+    def drop_snapshot(self, shard: str) -> None:
+        self._db.execute("DELETE FROM snapshots WHERE shard = ?", (shard,))
+
+    def snapshots(self) -> dict[str, tuple[int, bytes]]:
+        return {s: (q, b) for s, q, b in self._db.execute("SELECT shard, sequence, state FROM snapshots")}
+
+    def close(self) -> None:
+        self._db.close()
+

@@ -97,6 +97,21 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Query:
+    """One verified query: what did cases with this fingerprint conclude?"""
+
+    device: str
+    kid: bytes
+    counter: int
+    profile: str
+    time: int
+    model: int
+    domain: int
+    probe: int
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
 class Envelope:
     """The parts of a frame's COSE_Encrypt0 envelope; nothing in it is authenticated yet."""
 
@@ -189,13 +204,32 @@ def _uint(name: str, value: object, limit: int) -> int:
     return value
 
 
-def _check_fields(value: list, profile: spec.Profile) -> tuple[list[list[int]], dict]:
-    """The top-k list and extension map of a decoded outcome, after checking every field."""
+def _check_version_and_type(value: list, types: tuple[int, ...]) -> int:
     if type(value[0]) is not int or value[0] != spec.VERSION:
         raise _Refuse("version", f"unsupported version {_describe(value[0])} (this gateway speaks version "
                                  f"{spec.VERSION})")
-    if type(value[1]) is not int or value[1] != spec.TYPE_OUTCOME:
-        raise _Refuse("type", f"unexpected frame type {_describe(value[1])} (want outcome, {spec.TYPE_OUTCOME})")
+    if type(value[1]) is not int or value[1] not in types:
+        want = " or ".join(f"{_TYPE_NAMES[t]}, {t}" for t in types)
+        raise _Refuse("type", f"unexpected frame type {_describe(value[1])} (want {want})")
+    return value[1]
+
+
+_TYPE_NAMES = {spec.TYPE_OUTCOME: "outcome", spec.TYPE_QUERY: "query"}
+
+
+def _check_query(value: list, profile: spec.Profile) -> tuple:
+    """(time, model, domain, probe, fingerprint) of a decoded query, after checking them."""
+    if len(value) != 7:
+        raise _Refuse("fields", f"a query must have 7 fields, got {len(value)}")
+    for name, limit, item in zip(("time", "model", "domain", "probe"), (0xFFFFFFFF, 0xFFFF, 0xFFFF, 1), value[2:6]):
+        _uint(name, item, limit)
+    if not isinstance(value[6], bytes) or len(value[6]) != profile.fingerprint_len:
+        raise _Refuse("fields", f"fingerprint must be {profile.fingerprint_len} bytes")
+    return tuple(value[2:7])
+
+
+def _check_fields(value: list, profile: spec.Profile) -> tuple[list[list[int]], dict]:
+    """The top-k list and extension map of a decoded outcome, after checking every field."""
     want = len(_FIELDS) + (2 if profile.topk_max else 0)
     if len(value) != want:
         raise _Refuse("fields", f"{profile.name} outcome must have {want} fields, got {len(value)}")
@@ -219,17 +253,39 @@ def _check_fields(value: list, profile: spec.Profile) -> tuple[list[list[int]], 
     return topk, ext
 
 
-def open_outcome(frame: bytes, registry: dict[bytes, DeviceKey], now: float | None = None) -> Outcome:
-    """Verify and decode one outcome frame, or raise Rejected with the reason."""
+def open_uplink(frame: bytes, registry: dict[bytes, DeviceKey], now: float | None = None) -> Outcome | Query:
+    """Verify and decode one uplink frame (an outcome or a query), or raise Rejected."""
     envelope = parse_envelope(frame)
     device, counter, plaintext = decrypt(envelope, registry, spec.UPLINK_IV, now)
     try:
         value = decode_plaintext(plaintext)
+        if _check_version_and_type(value, (spec.TYPE_OUTCOME, spec.TYPE_QUERY)) == spec.TYPE_QUERY:
+            return Query(device.device, envelope.kid, counter, envelope.profile.name, *_check_query(value,
+                                                                                                    envelope.profile))
         topk, ext = _check_fields(value, envelope.profile)
     except _Refuse as exc:
         raise Rejected(exc.code, exc.reason, device=device.device, counter=counter, authenticated=True,
                        kid=envelope.kid) from None
     return Outcome(device.device, envelope.kid, counter, envelope.profile.name, *value[2:8], topk, ext)
+
+
+def open_outcome(frame: bytes, registry: dict[bytes, DeviceKey], now: float | None = None) -> Outcome:
+    """Verify and decode one outcome frame, or raise Rejected with the reason."""
+    opened = open_uplink(frame, registry, now)
+    if isinstance(opened, Query):
+        raise Rejected("type", f"unexpected frame type {spec.TYPE_QUERY} (want outcome, {spec.TYPE_OUTCOME})",
+                       device=opened.device, counter=opened.counter, authenticated=True, kid=opened.kid)
+    return opened
+
+
+def seal_answer(device: DeviceKey, counter: int, profile: spec.Profile, status: int, outcomes: int, sites: int,
+                labels: list, confirmed: list, models: list) -> bytes:
+    """The answer frame to query (device, counter); the gateway stores it and re-sends the
+    same bytes for a repeated query (docs/PROTOCOL.md: one downlink message per nonce)."""
+    plaintext = bytes(spec.encode_answer(profile, status, outcomes, sites, labels, confirmed, models))
+    piv = counter.to_bytes(spec.PIV_LEN, "big")
+    ciphertext = AESCCM(device.key, tag_length=TAG_LEN).encrypt(_nonce(piv, spec.DOWNLINK_IV), plaintext, AAD)
+    return cbor2.dumps([PROTECTED, {4: device.kid, 6: piv}, ciphertext], canonical=True)
 
 
 def seal_ack(device: DeviceKey, counter: int) -> bytes:

@@ -45,15 +45,22 @@ def main(argv):
     key, kid = bytes.fromhex(config["key"]), bytes.fromhex(config["kid"])
     retired = [(bytes.fromhex(r["kid"]), CCM(bytes.fromhex(r["key"]))) for r in config.get("retired", ())]
     model_file, model_id = config["model"], config["model_id"]
+    config_ask_every = config.get("ask_every", 0)
     config = None  # the key is not kept around in plain sight
     # The largest long-lived buffers first, after a collection of what compiling the
     # modules left behind: the heap is least fragmented then.
     gc.collect()
     model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
     app = EcgApp(replay(replay_path, offset), model, prof)
-    node = Node(CCM(key), kid, store.Counter(state), store.Outbox(state), prof, retired=retired)
+    ccm, counter = CCM(key), store.Counter(state)
+    node = Node(ccm, kid, counter, store.Outbox(state), prof, retired=retired)
+    asker = None
+    if config_ask_every:  # only a device that asks loads the query code
+        from edge.query import Asker
+
+        asker = Asker(ccm, kid, counter, prof)
     link = UartLink(sys.stdin.buffer, sys.stdout.buffer)
-    return device.run(node, link, app, frames, ticks_ms, time_s, report)
+    return device.run(node, link, app, frames, ticks_ms, time_s, report, asker, config_ask_every)
 
 
 try:

@@ -14,9 +14,9 @@ _POLL_ERR = select.POLLHUP | select.POLLERR
 
 
 class UartLink:
-    def __init__(self, rx, tx=None, max_send=512, max_receive=64, bufsize=256):
+    def __init__(self, rx, tx=None, max_send=512, max_receive=128, bufsize=256):
         """rx: a machine.UART, or a binary stream; tx defaults to rx. max_send: the largest
-        frame sent (a full outcome); max_receive: the largest accepted (an ACK)."""
+        frame sent (a full outcome); max_receive: the largest accepted (a full answer)."""
         self._rx = rx
         self._tx = tx if tx is not None else rx
         self._buf = bytearray(bufsize)

@@ -5,9 +5,9 @@ On a byte stream every frame travels as a stream record, ``00 COBS(frame || CRC3
 reader of that format, on the `cobs` package; the edge's is edge/stream.py.
 
 Rules of the shell:
-- All reads that are ready in one loop iteration are fed to the core, then one flush()
-  commits them together and the ACKs go out: one fsync per batch instead of per frame.
-  A flush also runs once a second, so refusal counts held back reach the disk.
+- All reads that are ready in one loop iteration are fed to the core, then the service's
+  one flush() commits them together and hands the downlinks back through send(): one
+  fsync per batch instead of per frame.
 - No port can stall another: ACKs are written without blocking into the port's file
   descriptor; what the port cannot take at once waits in that port's own output queue,
   drained when the port is writable. A queue that would grow past ``max_queue`` bytes
@@ -27,7 +27,7 @@ from collections.abc import Callable
 import serial
 from cobs import cobs
 
-from ..core import Flushed, GatewayCore
+from ..core import GatewayCore
 
 log = logging.getLogger("qis.gateway.serial")
 MAX_FRAME = 600  # larger than any profile; a longer record is line noise
@@ -100,36 +100,30 @@ def deliver(core: GatewayCore, port: str, decoder: RecordDecoder, data: bytes) -
 
 
 class SerialIngest:
-    """Reads and writes the given serial ports on the running event loop."""
+    """Reads and writes the given serial ports on the running event loop. The gateway's
+    service flushes the core; this shell asks it to (request_flush) after each read and
+    sends it the frames for its ports (send)."""
 
-    def __init__(self, core: GatewayCore, paths: list[str], baudrate: int = 115200, reopen_s: float = 0.5,
-                 max_queue: int = 16384, on_commit: Callable[[Flushed], None] | None = None) -> None:
+    def __init__(self, core: GatewayCore, paths: list[str], request_flush: Callable[[], None],
+                 baudrate: int = 115200, reopen_s: float = 0.5, max_queue: int = 16384) -> None:
         self.core = core
-        self.paths = paths
+        self.paths = list(paths)
+        self.request_flush = request_flush
         self.baudrate = baudrate
         self.reopen_s = reopen_s
         self.max_queue = max_queue
-        self.on_commit = on_commit  # told of every commit (routing hangs here)
         self._ports: dict[str, serial.Serial] = {}
         self._decoders: dict[str, RecordDecoder] = {}
         self._queues: dict[str, bytearray] = {}
-        self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def owns(self, port: str) -> bool:
+        return port in self.paths
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for path in self.paths:
             self._open(path)
-        self._tick()
-
-    def _tick(self) -> None:
-        self._schedule_flush()
-        self._ticker = self._loop.call_later(1.0, self._tick)
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
 
     def _open(self, path: str) -> None:
         try:
@@ -169,24 +163,20 @@ class SerialIngest:
             self._close(path, "hang-up")
             return
         deliver(self.core, path, self._decoders[path], data)
-        self._schedule_flush()
+        self.request_flush()
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        done = self.core.flush()
-        for path, ack in done.acks:
-            queue = self._queues.get(path)
-            if queue is None:
-                continue  # the port went away; the device will retransmit and get a new ACK
-            wire = encode_record(ack)
-            if len(queue) + len(wire) > self.max_queue:
-                self._close(path, f"output queue over {self.max_queue} bytes: the other side is not reading")
-                continue
-            queue += wire
-            if len(queue) == len(wire):  # the queue was empty: nothing is waiting on writability
-                self._drain(path)
-        if self.on_commit is not None and (done.acks or done.committed):
-            self.on_commit(done)
+    def send(self, path: str, frame: bytes) -> None:
+        """Queue one downlink frame (an ACK or an answer) for path, as a stream record."""
+        queue = self._queues.get(path)
+        if queue is None:
+            return  # the port went away; the device will retransmit and get it again
+        wire = encode_record(frame)
+        if len(queue) + len(wire) > self.max_queue:
+            self._close(path, f"output queue over {self.max_queue} bytes: the other side is not reading")
+            return
+        queue += wire
+        if len(queue) == len(wire):  # the queue was empty: nothing is waiting on writability
+            self._drain(path)
 
     def _drain(self, path: str) -> None:
         """Write what the port takes now; wait for writability for the rest."""
@@ -207,7 +197,6 @@ class SerialIngest:
             self._loop.remove_writer(port.fileno())
 
     def close(self) -> None:
-        self._ticker.cancel()
         for path in list(self._ports):
             port = self._ports.pop(path)
             self._loop.remove_reader(port.fileno())

@@ -9,7 +9,7 @@ import pytest
 from procs import Device, Gateway, rows
 
 
-@pytest.mark.parametrize("model, heap", [("cnn", "192K"), ("rule", "144K")])
+@pytest.mark.parametrize("model, heap", [("cnn", "192K"), ("rule", "160K")])
 def test_device_runs_within_its_heap_budget(tmp_path, keys, line, model, heap):
     gw = Gateway([line.b_path], tmp_path / "gw.db", keys)
     try:

@@ -179,3 +179,41 @@ def test_frames_under_unknown_key_ids_are_counted_per_key_id(core, frames, stran
     core.receive("ttyB", frames.seal(stranger.key, b"\x00\x00\x00\x01", 0, frames.compact_plaintext()))
     core.flush()
     assert core.summary()["unknown_key_ids"] == {stranger.kid.hex(): 5, "00000001": 1}
+
+
+def _query(frames, device, counter, probe=0):
+    from qis.edge import frame as spec
+
+    d = frames.devices[device]
+    return frames.seal(d.key, d.kid, counter, bytes(spec.encode_query(spec.FULL, frames.TIME, 3, 1, frames.FULL_FP,
+                                                                      probe)))
+
+
+def test_a_query_is_handed_over_once_durable_and_its_answer_stored_and_repeated(core, store, frames, devices):
+    from qis.edge import frame as spec
+    from qis.edge.ccm import CCM
+
+    q = _query(frames, "dev-a", 30)
+    core.receive("p", q)
+    core.receive("p", q)  # repeated before it was answered: nothing to send yet
+    done = core.flush()
+    assert [(port, x.counter, x.fingerprint) for port, x in done.queries] == [("p", 30, frames.FULL_FP)]
+    assert done.acks == [] and done.answers == []
+    core.answer("p", done.queries[0][1], spec.ANSWERED, 25, 3, [[0, 200]], [5, 255], [[3, 5, 255]])
+    (port, answer), = core.flush().answers
+    assert port == "p" and len(answer) == spec.FULL.answer_size
+    counter, fields = spec.open_answer(CCM(devices["dev-a"].key), devices["dev-a"].kid, answer, spec.FULL)
+    assert counter == 30 and fields[:3] == [spec.ANSWERED, 25, 3]
+    core.receive("q", q)  # the device did not get it: the same bytes again, on the port it asked from now
+    assert core.flush().answers == [("q", answer)]
+    core.answer("p", done.queries[0][1], spec.TOO_FEW)  # a second answer is never stored or sent
+    assert core.flush().answers == []
+    assert committed(store, "SELECT counter, status FROM queries") == [(30, spec.ANSWERED)]
+
+
+def test_a_counter_used_by_a_query_cannot_be_reused_by_an_outcome(core, store, frames):
+    core.receive("p", _query(frames, "dev-a", 31))
+    core.flush()
+    core.receive("p", frames.compact("dev-a", 31))
+    assert core.flush() == Flushed()
+    assert _replays(store) == [("dev-a", 31)]

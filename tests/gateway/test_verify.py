@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from qis.edge import frame as spec
 from qis.edge.ccm import CCM
 from qis.edge.errors import AuthError, FrameError
-from qis.gateway.verify import PROTECTED, Rejected, open_outcome, seal_ack
+from qis.gateway.verify import PROTECTED, Rejected, open_outcome, seal_ack, seal_answer
 
 
 def rejected(data: bytes, registry: dict) -> Rejected:
@@ -296,12 +296,12 @@ def test_wrong_type(registry, frames):
     fields = frames.compact_fields()
     fields[1] = 2
     reason = refused_inside(frames.sealed_fields("dev-a", 12, fields), registry, "dev-a", 12)
-    assert reason == "unexpected frame type 2 (want outcome, 1)"
+    assert reason == "unexpected frame type 2 (want outcome, 1 or query, 3)"
 
 
 def test_ack_plaintext_sealed_as_uplink(registry, frames):
     data = frames.sealed_body("dev-a", 12, b"\x82\x01\x02")
-    assert refused_inside(data, registry, "dev-a", 12) == "unexpected frame type 2 (want outcome, 1)"
+    assert refused_inside(data, registry, "dev-a", 12) == "unexpected frame type 2 (want outcome, 1 or query, 3)"
 
 
 def test_compact_with_too_many_fields(registry, frames):
@@ -436,3 +436,40 @@ def test_ack_for_one_device_does_not_open_for_another(devices):
         spec.open_ack(CCM(b.key), b.kid, ack)
     with pytest.raises(FrameError, match="ACK is for key id %s, not ours" % a.kid.hex()):
         spec.open_ack(CCM(a.key), b.kid, ack)
+
+
+# --- queries ------------------------------------------------------------------------
+
+
+def test_query_round_trip_and_refusal_as_an_outcome(registry, frames, devices):
+    from qis.gateway.verify import Query, open_uplink
+
+    d = devices["dev-a"]
+    data = frames.seal(d.key, d.kid, 40, bytes(spec.encode_query(spec.FULL, frames.TIME, 3, 1, frames.FULL_FP, 1)))
+    q = open_uplink(data, registry)
+    assert q == Query("dev-a", d.kid, 40, "full", frames.TIME, 3, 1, 1, frames.FULL_FP)
+    assert refused_inside(data, registry, "dev-a", 40) == "unexpected frame type 3 (want outcome, 1)"
+    small = frames.seal(d.key, d.kid, 41, bytes(spec.encode_query(spec.COMPACT, 5, 2, 1, frames.COMPACT_FP)))
+    assert open_uplink(small, registry).profile == "compact"
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ([1, 3, 1, 2, 1, 0], "a query must have 7 fields, got 6"),
+    ([1, 3, 1, 2, 1, 2, bytes(4)], "probe must be an integer in 0..1, got 2"),
+    ([1, 3, 1, 2, 1, 0, bytes(3)], "fingerprint must be 4 bytes"),
+])
+def test_bad_queries_are_refused_after_the_tag(registry, frames, fields, reason):
+    from qis.gateway.verify import open_uplink
+
+    with pytest.raises(Rejected) as info:
+        open_uplink(frames.sealed_fields("dev-b", 3, fields), registry)
+    assert (info.value.reason, info.value.authenticated, info.value.counter) == (reason, True, 3)
+
+
+def test_seal_answer_matches_the_edge_encoder_and_opens_on_the_device(devices):
+    d = devices["dev-a"]
+    for prof in (spec.COMPACT, spec.FULL):
+        data = seal_answer(d, 7, prof, spec.ANSWERED, 30, 3, [[0, 230], [2, 25]], [4, 255], [[3, 4, 255]])
+        assert len(data) == prof.answer_size
+        counter, answer = spec.open_answer(CCM(d.key), d.kid, data, prof)
+        assert counter == 7 and answer[:4] == [spec.ANSWERED, 30, 3, [[0, 230], [2, 25]]]

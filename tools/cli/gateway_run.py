@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from qis.gateway.federation import Settings
 from qis.gateway.service import Gateway
 
 
@@ -19,6 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="disk budget of the dead-letter table; oldest rows go first (default 64)")
     parser.add_argument("--dead-letters-per-device", type=int, default=1000, metavar="N",
                         help="dead letters kept per device; oldest rows go first (default 1000)")
+    parser.add_argument("--http", type=int, default=8450, metavar="PORT",
+                        help="serve /status, /metrics, /query and /aggregates on 127.0.0.1:PORT (default 8450; 0: any "
+                             "free port; -1: off)")
+    fed = parser.add_argument_group("federation (without --nats: one clinic, routing and synthesis in process)")
+    fed.add_argument("--nats", action="append", metavar="URL", help="a NATS server of the federation (repeatable)")
+    fed.add_argument("--site-key", type=Path, help="this site's key file (qis site provision)")
+    fed.add_argument("--sites", type=Path, help="the federation's sites file (public keys)")
+    defaults = Settings()
+    fed.add_argument("--replicas", type=int, default=defaults.replicas, help="owners per shard (default 2)")
+    fed.add_argument("--release-k", type=int, default=defaults.k,
+                     help="release an aggregate only with at least K outcomes (default 5)")
+    fed.add_argument("--release-m", type=int, default=None,
+                     help="... from at least M sites (default 2; 1 without --nats)")
+    fed.add_argument("--cap", type=int, default=defaults.cap,
+                     help="a site weighs at most this many outcomes in an answer (default 20)")
     parser.add_argument("--stats-interval", type=float, default=0, help="log counters every S seconds (0: off)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every dead letter")
 
@@ -26,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose or args.stats_interval else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    settings = Settings(replicas=args.replicas, k=args.release_k,
+                        m=args.release_m if args.release_m is not None else (2 if args.nats else 1), cap=args.cap)
     gateway = Gateway(args.keys, args.db, args.serial, args.baudrate, args.dead_letters_per_device,
-                      int(args.dead_letter_budget * 1024 * 1024))
+                      int(args.dead_letter_budget * 1024 * 1024), args.site_key, args.sites, args.nats, settings,
+                      None if args.http < 0 else args.http)
     print(json.dumps(gateway.run(args.stats_interval)), file=sys.stderr)
     return 0

@@ -47,6 +47,9 @@ TASKS: list[tuple[str, list[Command]]] = [
         Command("gateway run", "qis.tools.cli.gateway_run", "receive, verify, store and acknowledge frames"),
         Command("frame decode", "qis.tools.cli.frame_decode", "verify one frame given as hex and print it as JSON"),
         Command("outcomes export", "qis.tools.cli.outcomes_export", "print stored outcomes (or dead letters) as JSON lines"),
+        Command("outcomes confirm", "qis.tools.cli.outcomes_confirm", "confirm or correct a stored conclusion"),
+        Command("query", "qis.tools.cli.query", "ask a gateway what similar cases concluded"),
+        Command("site provision", "qis.tools.cli.site_provision", "a site's signing key for the federation (0600)"),
     ]),
     ("model", [
         Command("model train", "qis.tools.train", "train the reference models and quantize them to int8"),

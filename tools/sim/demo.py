@@ -1,192 +1,236 @@
-"""`qis demo`: a gateway and several emulated devices on replayed ECG, end to end.
+"""`qis demo`: clinics of emulated devices on replayed ECG, end to end.
 
 Every part is the real one: each device is the edge code under the MicroPython unix
 port, talking COBS-framed COSE frames over its own pty "serial cable" to a
-`qis gateway run` process that stores into SQLite. At the end the demo checks the
-database against what the devices say they concluded and had acknowledged.
+`qis gateway run` process that stores into SQLite; every few beats a device asks what
+similar cases concluded and shows the answer. With one clinic (the default) the gateway
+routes and synthesizes in process. With --sites N the demo starts a local 3-node NATS
+JetStream cluster and N clinics whose gateways federate through it: outcomes concluded
+at one clinic are forwarded to the owners of their addresses, and a query at one site is
+answered from outcomes of the others. At the end the demo checks the databases against
+what the devices concluded, and the owners' aggregates against a recomputation from
+every site's database.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qis.edge.ecg.registry import MODELS
-from qis.gateway.keys import provision
+from qis.edge.ecg.registry import label_names
+from qis.gateway.federation import Settings
+from qis.gateway.sites import Site, add_to_sites_file, load_site, provision_site
 from qis.gateway.store import OutcomeStore
 
 from ..errors import ToolError
-from . import emulate, micropython
-from .loopback import Loopback
+from . import recompute
+from .clinic import Clinic, wait_for
+from .natscluster import NatsCluster
 
-REPLAY_SAMPLES = 108000
+STATUS = {0: "answered", 1: "not enough similar cases", 2: "unknown spec", 3: "partial", 4: "unavailable"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=3, help="emulated devices (default 3)")
+    parser.add_argument("--devices", type=int, default=3, help="emulated devices per clinic (default 3)")
     parser.add_argument("--frames", type=int, default=50, help="outcomes per device (default 50)")
     parser.add_argument("--profile", default="full", choices=["compact", "full"])
-    parser.add_argument("--model", default="cnn", choices=["cnn", "mlp", "rule"],
-                        help="the devices' model: the int8 ECG5000 CNN (default), the MLP, or the RR rule")
+    parser.add_argument("--model", default="cnn", choices=["cnn", "mlp", "rule", "mixed"],
+                        help="the devices' model: the int8 ECG5000 CNN (default), the MLP, the RR rule, or mixed "
+                             "(one of each in turn: they meet at the same addresses)")
+    parser.add_argument("--ask-every", type=int, default=10, help="a device asks after every N-th beat (default 10)")
+    parser.add_argument("--sites", type=int, default=1,
+                        help="clinics; more than 1 federates them through a local 3-node NATS cluster")
     parser.add_argument("--bit-flip-rate", type=float, default=0.0, help="line noise: bit flips per byte")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="line noise: dropped bytes per byte")
-    parser.add_argument("--workdir", type=Path, help="keep keys, database and device flash here")
+    parser.add_argument("--workdir", type=Path, help="keep keys, databases and device flash here")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
-
-
-class DeviceRun:
-    """One emulated device process and what it reported."""
-
-    def __init__(self, name: str, proc: subprocess.Popen) -> None:
-        self.name = name
-        self.proc = proc
-        self.concluded: dict[int, int] = {}  # counter -> label
-        self.acked: set[int] = set()
-        self.summary: dict = {}
-        self.errors: list[str] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        for raw in self.proc.stderr:
-            line = raw.decode(errors="replace").strip()
-            try:
-                event = json.loads(line)
-            except ValueError:
-                self.errors.append(line)
-                continue
-            kind = event.get("ev")
-            if kind == "concluded":
-                self.concluded[event["counter"]] = event["label"]
-            elif kind == "acked":
-                self.acked.add(event["counter"])
-            elif kind == "done":
-                self.summary = event
-            elif kind == "error":
-                self.errors.append(event.get("reason", line))
-
-
-def start_gateway(paths: list[str], db: Path, keys: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "qis.tools.cli.main", "gateway", "run", "--db", str(db), "--keys", str(keys)]
-    for path in paths:
-        cmd += ["--serial", path]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    if "gateway ready" not in line:
-        proc.kill()
-        raise ToolError(f"gateway did not start: {line}{proc.stderr.read()}")
-    threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
-    return proc
-
-
-def check_rows(store: OutcomeStore, devices: list[DeviceRun]) -> bool:
-    """True if the database holds exactly the devices' conclusions, labels included."""
-    return all(store.labels(dev.name) == dev.concluded for dev in devices)
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qis-demo-"))
-    keys, db = workdir / "keys", workdir / "outcomes.db"
-    names = [f"ecg-{i + 1:02d}" for i in range(args.devices)]
-    for name in names:
-        if not (keys / f"{name}.key").exists():
-            provision(name, keys)
-    links = [Loopback(bit_flip_rate=args.bit_flip_rate, drop_rate=args.drop_rate, seed=i).open()
-             for i in range(args.devices)]
+    models = ["cnn", "mlp", "rule"] if args.model == "mixed" else [args.model]
+    cluster: NatsCluster | None = None
+    settings = Settings() if args.sites > 1 else Settings(m=1)
+    clinics: list[Clinic] = []
     started = time.monotonic()
-    gateway = start_gateway([link.b_path for link in links], db, keys)
-    devices: list[DeviceRun] = []
     try:
-        for i, (name, link) in enumerate(zip(names, links)):
-            state = workdir / "devices" / name
-            emulate.prepare_state(state, keys / f"{name}.key", args.profile, args.model)
-            fd = emulate.open_raw(link.a_path)
-            offset = (i * REPLAY_SAMPLES) // max(1, args.devices)
-            proc = subprocess.Popen(emulate.device_command(state, args.frames, offset, "512K"), stdin=fd, stdout=fd,
-                                    stderr=subprocess.PIPE, env=micropython.env())
-            os.close(fd)
-            devices.append(DeviceRun(name, proc))
-        total = args.devices * args.frames
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=not console.is_terminal) as progress:
-            sent = progress.add_task("concluded + sent", total=total)
-            acked = progress.add_task("acknowledged   ", total=total)
-            while any(d.proc.poll() is None for d in devices):
-                progress.update(sent, completed=sum(len(d.concluded) for d in devices))
-                progress.update(acked, completed=sum(len(d.acked) for d in devices))
-                if time.monotonic() - started > args.timeout:
-                    raise ToolError(f"the demo did not finish in {args.timeout:.0f} s (--timeout)")
-                time.sleep(0.1)
-            progress.update(sent, completed=sum(len(d.concluded) for d in devices))
-            progress.update(acked, completed=sum(len(d.acked) for d in devices))
+        sites = _sites(workdir, args.sites) if args.sites > 1 else []
+        if args.sites > 1:
+            cluster = NatsCluster(workdir / "nats").start()
+        for i in range(args.sites):
+            name = f"site{i + 1}" if args.sites > 1 else "clinic"
+            extra = []
+            if cluster is not None:
+                extra = [*(f"--nats={u}" for u in cluster.urls()), "--site-key", str(workdir / f"{name}.site"),
+                         "--sites", str(workdir / "sites.json")]
+            clinics.append(Clinic(name, workdir / name if args.sites > 1 else workdir, args.devices, args.frames,
+                                  args.profile, models, args.ask_every, args.bit_flip_rate, args.drop_rate, extra,
+                                  offset=i * 9000, prefix=f"{name}-" if args.sites > 1 else ""))
+        for clinic in clinics:
+            clinic.start_gateway()
+        for clinic in clinics:
+            clinic.start_devices()
+        _progress(console, clinics, args.frames, started, args.timeout)
+        for clinic in clinics:
+            clinic.stop_devices()
+        summary = _settle(clinics, sites, settings, started, args.timeout)
+        answers_from_others = _cross_site_answer(clinics) if len(clinics) > 1 else None
+        statuses = [c.get("/status") for c in clinics]
     finally:
-        for dev in devices:
-            if dev.proc.poll() is None:
-                dev.proc.kill()
-            dev.proc.wait()
-            dev.thread.join(timeout=5)
-        gateway.terminate()
-        gateway.wait(timeout=30)
-        for link in links:
-            link.close()
-    elapsed = time.monotonic() - started
-    for dev in devices:
-        if dev.proc.returncode:
-            dev.errors.append(f"exited with status {dev.proc.returncode}")
-    store = OutcomeStore(db, readonly=True)
-    try:
-        counts, rows_match = store.counts(), check_rows(store, devices)
-    finally:
-        store.close()
-    summary = {
-        "devices": args.devices,
-        "profile": args.profile,
-        "frames_sent": sum(len(d.concluded) for d in devices),
-        "frames_acked": sum(len(d.acked) for d in devices),
-        **counts,
-        "transmissions": sum(d.summary.get("transmissions", 0) for d in devices),
-        "retransmissions": sum(d.summary.get("retransmissions", 0) for d in devices),
-        "rows_match": rows_match,
-        "device_errors": sum(len(d.errors) for d in devices),
-        "elapsed_s": round(elapsed, 2),
-        "workdir": str(workdir),
-    }
-    show(console, devices, summary, MODELS[args.model][2])
-    for dev in devices:
-        for err in dev.errors[:5]:
-            console.print(f"[red]{dev.name}: {err}")
+        for clinic in clinics:
+            clinic.close()
+        if cluster is not None:
+            cluster.stop()
+    summary = _summarize(args, clinics, summary, statuses, answers_from_others, time.monotonic() - started, workdir)
+    _show(console, clinics, summary, statuses)
     if args.json:
         print(json.dumps(summary))
-    ok = all(d.proc.returncode == 0 for d in devices) and summary["rows_match"]
+    ok = summary["rows_match"] and summary["aggregates_match_recomputation"] and not summary["device_errors"]
     return 0 if ok else 1
 
 
-def show(console: Console, devices: list[DeviceRun], summary: dict, names: list[str]) -> None:
+def _sites(workdir: Path, n: int) -> list[Site]:
+    """Site keys and the sites file of an n-site federation (kept across runs in workdir)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    sites = []
+    for i in range(n):
+        path = workdir / f"site{i + 1}.site"
+        site = load_site(path) if path.exists() else provision_site(f"site{i + 1}", path)
+        add_to_sites_file(workdir / "sites.json", site)
+        sites.append(site)
+    return sites
+
+
+def _progress(console: Console, clinics: list[Clinic], frames: int, started: float, timeout: float) -> None:
+    runs = [d for c in clinics for d in c.runs]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=not console.is_terminal) as progress:
+        sent = progress.add_task("concluded + sent", total=len(runs) * frames)
+        acked = progress.add_task("acknowledged   ", total=len(runs) * frames)
+        while any(c.devices_running() for c in clinics):
+            progress.update(sent, completed=sum(len(d.concluded) for d in runs))
+            progress.update(acked, completed=sum(len(d.acked) for d in runs))
+            if time.monotonic() - started > timeout:
+                raise ToolError(f"the demo did not finish in {timeout:.0f} s (--timeout)")
+            time.sleep(0.1)
+        progress.update(sent, completed=sum(len(d.concluded) for d in runs))
+        progress.update(acked, completed=sum(len(d.acked) for d in runs))
+
+
+def _settle(clinics: list[Clinic], sites: list[Site], settings: Settings, started: float, timeout: float) -> dict:
+    """Wait until every site has forwarded all it stored and the owners' aggregates equal
+    the recomputation (or time runs out); the check's outcome."""
+    def forwarded() -> bool:
+        for c in clinics:
+            status = c.get("/status")
+            if status["federation"]["cursor"]["outcomes"] < status["gateway"]["frames_stored"]:
+                return False
+        return True
+
+    wait_for(forwarded, max(5.0, timeout - (time.monotonic() - started)), "forwarding to finish")
+    pairs = [(site, c.db) for site, c in zip(sites, clinics)] if sites else [
+        (Site("local", Ed25519PrivateKey.generate(), bytes(32)), clinics[0].db)]
+    want = recompute.expected(pairs)
+    replicas = settings.replicas if len(clinics) > 1 else 1
+    problems: list[str] = []
+
+    def matches() -> bool:
+        nonlocal problems
+        held = {(s.name if sites else "local"): c.get("/aggregates") for s, c in zip(sites or [None], clinics)}
+        problems = recompute.compare(want, held, replicas)
+        return not problems
+
+    try:
+        wait_for(matches, 30, "the owners' aggregates to match the recomputation", step=0.5)
+    except ToolError:
+        pass
+    return {"aggregates_match_recomputation": not problems, "problems": problems[:5], "addresses": len(want)}
+
+
+def _cross_site_answer(clinics: list[Clinic]) -> dict:
+    """A query at the first site about a case of the last one: answered from the others."""
+    store = OutcomeStore(clinics[-1].db, readonly=True)
+    try:
+        row = next(iter(store.outcomes()))
+    finally:
+        store.close()
+    return clinics[0].query(bytes.fromhex(row["fingerprint"]), row["profile"])
+
+
+def _summarize(args, clinics, check, statuses, cross, elapsed, workdir) -> dict:
+    runs = [d for c in clinics for d in c.runs]
+    rows_match = True
+    counts: Counter[str] = Counter()
+    for c in clinics:
+        store = OutcomeStore(c.db, readonly=True)
+        try:
+            counts.update(store.counts())
+            rows_match &= all(store.labels(d.name) == d.concluded for d in c.runs)
+        finally:
+            store.close()
+    summary = {
+        "sites": len(clinics), "devices": len(runs), "profile": args.profile,
+        "frames_sent": sum(len(d.concluded) for d in runs), "frames_acked": sum(len(d.acked) for d in runs),
+        **counts,
+        "transmissions": sum(d.summary.get("transmissions", 0) for d in runs),
+        "retransmissions": sum(d.summary.get("retransmissions", 0) for d in runs),
+        "rows_match": rows_match,
+        "queries_asked": sum(d.asked for d in runs),
+        "queries_answered": sum(len(d.answers) for d in runs),
+        "queries_unanswered": sum(d.unanswered for d in runs),
+        "outcomes_forwarded": sum(s["federation"].get("outcomes_forwarded", 0) for s in statuses),
+        "records_applied": sum(s["federation"].get("records_applied", 0) for s in statuses),
+        **{k: check[k] for k in ("aggregates_match_recomputation", "addresses")},
+        "device_errors": sum(len(d.errors) for d in runs),
+        "elapsed_s": round(elapsed, 2),
+        "workdir": str(workdir),
+    }
+    if check["problems"]:
+        summary["recomputation_problems"] = check["problems"]
+    if cross is not None:
+        summary["cross_site_answer"] = cross
+    return summary
+
+
+def _describe(answer: list, model: int) -> str:
+    status, outcomes, sites, labels = answer[0], answer[1], answer[2], answer[3]
+    if status not in (0, 3):
+        return STATUS.get(status, str(status))
+    names = label_names(model) or []
+    parts = [f"{names[lab] if lab < len(names) else lab} {round(100 * share / 255)}%" for lab, share in labels]
+    return f"{', '.join(parts)} ({outcomes} outcomes, {sites} sites)"
+
+
+def _show(console: Console, clinics: list[Clinic], summary: dict, statuses: list[dict]) -> None:
     table = Table(title="qis demo")
-    for col in ("device", "concluded", "acked", "transmissions"):
-        table.add_column(col, justify="right")
-    table.add_column("conclusions")
-    for dev in devices:
-        labels = Counter(dev.concluded.values())
-        table.add_row(dev.name, str(len(dev.concluded)), str(len(dev.acked)),
-                      str(dev.summary.get("transmissions", "-")),
-                      ", ".join(f"{n} {names[label]}" for label, n in sorted(labels.items())))
+    for col in ("site", "device", "model", "concluded", "acked", "asked", "last answer: similar cases concluded"):
+        table.add_column(col, justify="right" if col in ("concluded", "acked", "asked") else "left")
+    registry_ids = {"rule": 1, "mlp": 2, "cnn": 3}
+    for c in clinics:
+        for d in c.runs:
+            last = _describe(d.answers[-1], registry_ids.get(d.model, 3)) if d.answers else "-"
+            table.add_row(c.name, d.name, d.model, str(len(d.concluded)), str(len(d.acked)),
+                          f"{len(d.answers)}/{d.asked}", last)
     console.print(table)
-    console.print(
-        f"stored {summary['frames_stored']} outcomes, {summary['duplicates']} retransmissions recognised, "
-        f"{summary['dead_letters']} dead letters, rows match devices: {summary['rows_match']}, "
-        f"{summary['elapsed_s']} s (database {summary['workdir']}/outcomes.db)"
-    )
+    for c, s in zip(clinics, statuses):
+        fed = s["federation"]
+        console.print(f"{c.name}: stored {s['gateway']['frames_stored']}, forwarded {fed.get('outcomes_forwarded', 0)}"
+                      f", owns {fed['owned_shards']} shards ({fed['addresses']} addresses), applied "
+                      f"{fed.get('records_applied', 0)} records", soft_wrap=True)
+    if "cross_site_answer" in summary:
+        a = summary["cross_site_answer"]
+        console.print(f"asked at {clinics[0].name} about a case of {clinics[-1].name}: {a['status_name']}, "
+                      f"{a['outcomes']} outcomes from {a['sites']} sites", soft_wrap=True)
+    console.print(f"rows match devices: {summary['rows_match']}; owners' aggregates match a recomputation from every "
+                  f"database: {summary['aggregates_match_recomputation']} ({summary['addresses']} addresses); "
+                  f"{summary['elapsed_s']} s (workdir {summary['workdir']})", soft_wrap=True)

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the flash holds an older key: switch to the key in --keys (see docs/PROTOCOL.md)")
     parser.add_argument("--drop-outbox", action="store_true",
                         help="with --rekey: count the frames waiting under the old key as lost (STATE/lost.log)")
+    parser.add_argument("--ask-every", type=int, default=0, metavar="N",
+                        help="after every N-th conclusion, ask what similar cases concluded (0: never)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -60,7 +62,7 @@ def resolve_model(name: str, model_id: int | None = None) -> tuple[str, int]:
 
 
 def prepare_state(state: Path, key_file: Path, profile: str, model: str, model_id: int | None = None,
-                  rekey: bool = False, drop_outbox: bool = False) -> list[int]:
+                  rekey: bool = False, drop_outbox: bool = False, ask_every: int = 0) -> list[int]:
     """Create or update the device's flash directory and its config (key inside: 0600).
 
     If the flash already holds another key than key_file's current one, refuse unless
@@ -101,7 +103,8 @@ def prepare_state(state: Path, key_file: Path, profile: str, model: str, model_i
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"device": current.device, "kid": current.kid.hex(), "key": current.key.hex(),
-                   "retired": retired, "profile": profile, "model": model_file, "model_id": model_id}, f)
+                   "retired": retired, "profile": profile, "model": model_file, "model_id": model_id,
+                   "ask_every": ask_every}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, config)
@@ -156,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--drop-outbox goes with --rekey")
     state = args.state or Path("var/devices") / args.id
     lost = prepare_state(state, key_path(args.keys, args.id), args.profile, args.model, args.model_id, args.rekey,
-                         args.drop_outbox)
+                         args.drop_outbox, args.ask_every)
     if lost:
         print(f"qis device emulate: {len(lost)} frames sealed under the old key are counted as lost "
               f"(counters {lost[0]}..{lost[-1]}, listed in {state / 'lost.log'})", file=sys.stderr)
@@ -176,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
             if event.get("ev") == "acked":
                 acked.write(f"{event['counter']}\n")
                 acked.flush()
+            elif event.get("ev") == "answer" and not args.quiet:
+                print(f"[{args.id}] {json.dumps(event)}", file=sys.stderr)
             elif event.get("ev") == "done":
                 summary = event
             if not args.quiet and event.get("ev") in ("progress", "done", "boot"):

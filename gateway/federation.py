@@ -1,0 +1,322 @@
+"""Routing, ownership and synthesis: what happens to an outcome after its ACK.
+
+Rules:
+- Forwarding: the forwarder reads the journal (committed outcomes and confirmations, in
+  commit order) after its cursor, publishes each record once per table to its shard's
+  subject with a message id derived from the record, and moves the cursor only when the
+  bus has confirmed every message up to it. After a crash it publishes again from the
+  cursor; the bus drops what it already has. A dead bus never blocks a device: ACKs
+  depend on the local commit only, and forwarding catches up when the bus returns.
+- Ownership: the owners of a shard are the top `replicas` live members by rendezvous
+  hashing (gateway.route). Every `reconcile_s` this gateway compares what it owns with
+  what it reads, starts reading newly owned shards (from its snapshot's sequence, or from
+  the start: the stream is the truth) and drops the others.
+- An owner applies every verified record to the address of its subject's table;
+  records that fail verification are refused with a reason and counted, and never touch
+  an aggregate. Snapshots (aggregates and the stream sequence they reflect) are saved
+  every `snapshot_s`.
+- Answering: a query's addresses are asked of their owners (this gateway answers its own
+  at once); an owner releases only aggregates above the k/m thresholds; what arrived
+  within `ask_timeout_s` is combined with capped site weights (gateway.synth). A query
+  always gets an answer: TOO_FEW, UNKNOWN_SPEC, PARTIAL or UNAVAILABLE when it must.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from qis.edge import cbor as det_cbor
+from qis.edge import frame as spec
+
+from . import route
+from .bus import BusUnavailable, LocalBus, NatsBus
+from .records import (KIND_ASK, KIND_REPLY, VERSION, Record, Refused, open_record, open_signed, record_from_row,
+                      seal_record, sign)
+from .refusals import RefusalLog
+from .route import Address, Shard
+from .sites import PeerSite, Site
+from .store import Journal
+from .synth import Aggregate, Answer, combine
+from .verify import Query
+
+log = logging.getLogger("qis.gateway.federation")
+DOMAINS = [1]  # domains with a fingerprint spec (qis.edge.fingerprint.SPECS)
+
+
+@dataclass
+class Settings:
+    """How a federation behaves; the defaults are the documented ones (docs/PROTOCOL.md)."""
+
+    replicas: int = 2  # owners per shard
+    k: int = 5  # an aggregate is released with at least k outcomes ...
+    m: int = 2  # ... from at least m sites
+    cap: int = 20  # a site's weight in an answer is capped at cap outcomes
+    ask_timeout_s: float = 2.0
+    reconcile_s: float = 1.0
+    snapshot_s: float = 10.0
+    forward_batch: int = 256
+
+
+class Federation:
+    """One gateway's part of the federation (or the whole of it, with a LocalBus)."""
+
+    def __init__(self, site: Site, journal: Journal, bus: LocalBus | NatsBus, peers: dict[bytes, PeerSite],
+                 settings: Settings | None = None) -> None:
+        self.site = site
+        self.journal = journal
+        self.bus = bus
+        self.peers = peers
+        self.settings = settings or Settings()
+        self.aggregates: dict[Address, Aggregate] = {}
+        self.owned: dict[Shard, int] = {}  # shard -> last stream sequence applied
+        self.members: list[str] = []
+        self.stats: Counter[str] = Counter()
+        self.refused = RefusalLog()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        # A local federation rebuilds its aggregates from its own database at every start,
+        # so its cursors live in memory; a NATS one keeps them in the database.
+        self._cursors: dict[str, int] = {}
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.bus, LocalBus)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        await self.bus.start()
+        await self.bus.serve(self._serve_ask)
+        self._tasks = [asyncio.create_task(self._forward_loop()), asyncio.create_task(self._reconcile_loop()),
+                       asyncio.create_task(self._snapshot_loop())]
+        if self.local:
+            await self._reconcile()
+
+    def wake(self) -> None:
+        """New commits: forward them now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._save_snapshots()
+        await self.bus.close()
+
+    # ------------------------------------------------------------------ forwarding
+
+    async def _forward_loop(self) -> None:
+        while True:
+            try:
+                moved = await self.forward_once()
+            except BusUnavailable as exc:
+                log.info("forwarding paused: %s", exc)
+                self.stats["forward_pauses"] += 1
+                moved = 0
+                await asyncio.sleep(1.0)
+            if not moved:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def forward_once(self) -> int:
+        """Publish the next batch of each journal and move the cursors; the rows moved."""
+        moved = 0
+        for kind in ("outcomes", "confirmations"):
+            after = self.cursor(kind)
+            rows = self.journal.rows(kind, after, self.settings.forward_batch)
+            if not rows:
+                continue
+            await asyncio.gather(*(self._publish(record_from_row(self.site, row)) for row in rows))
+            if self.local:
+                self._cursors[kind] = rows[-1][0]
+            else:
+                self.journal.set_cursor(kind, rows[-1][0])
+            self.stats[f"{kind}_forwarded"] += len(rows)
+            moved += len(rows)
+        return moved
+
+    def cursor(self, kind: str) -> int:
+        return self._cursors.get(kind, 0) if self.local else self.journal.cursor(kind)
+
+    async def _publish(self, record: Record) -> None:
+        data = seal_record(self.site, record)
+        prof = spec.PROFILES[record.profile]
+        for address in route.addresses(record.domain, record.fingerprint, record.profile)[: prof.fingerprint_tables]:
+            await self.bus.publish(address.shard.key, data, f"{record.msg_id}.{address.table}")
+            self.stats["messages_published"] += 1
+            self.stats["bytes_published"] += len(data)
+
+    # ------------------------------------------------------------------ ownership
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_s)
+            try:
+                await self._reconcile()
+            except BusUnavailable as exc:
+                log.info("ownership not reconciled: %s", exc)
+
+    async def _reconcile(self) -> None:
+        members = await self.bus.members()
+        if not members:
+            return  # no membership known (the bus is down): keep what is owned
+        self.members = members
+        mine = {s for s, owners in route.ownership(members, self.settings.replicas, DOMAINS).items()
+                if self.bus.member in owners}
+        for shard in [s for s in self.owned if s not in mine]:
+            await self.bus.unsubscribe(shard.key)
+            self._save_snapshot(shard)
+            del self.owned[shard]
+            for address in [a for a in self.aggregates if a.shard == shard]:
+                del self.aggregates[address]
+            self.stats["shards_dropped"] += 1
+        snapshots = self.journal.snapshots()
+        for shard in sorted(mine - set(self.owned)):
+            seq = self._restore(shard, snapshots.get(shard.key))
+            self.owned[shard] = seq
+            await self.bus.subscribe(shard.key, seq + 1, self._applier(shard))
+            self.stats["shards_taken"] += 1
+
+    def _restore(self, shard: Shard, snapshot: tuple[int, bytes] | None) -> int:
+        if snapshot is None or self.local:
+            return 0
+        seq, blob = snapshot
+        for key, state in det_cbor.loads(blob).items():
+            d, v, t, b = (int(x, 16) if i == 3 else int(x) for i, x in enumerate(key.split(".")))
+            self.aggregates[Address(d, v, t, b)] = Aggregate.from_state(state)
+        return seq
+
+    def _applier(self, shard: Shard):
+        async def apply(seq: int, data: bytes) -> None:
+            if seq <= self.owned.get(shard, -1) and not self.local:
+                return  # already in the snapshot
+            self.owned[shard] = seq
+            self.apply(shard, data)
+        return apply
+
+    def apply(self, shard: Shard, data: bytes) -> bool:
+        """Verify one message of shard and apply it to the address of its table."""
+        try:
+            record = open_record(data, self.peers)
+            version = route.spec_version(record.domain)
+        except Refused as r:
+            self._refuse(r.code, r.reason, data)
+            return False
+        except route.UnknownSpec:
+            self._refuse("spec", f"no fingerprint spec for domain {record.domain}", data)
+            return False
+        prof = spec.PROFILES[record.profile]
+        if shard.table >= prof.fingerprint_tables or (record.domain, version) != (shard.domain, shard.version):
+            self._refuse("address", f"record of {record.site} does not belong to shard {shard.key}", data)
+            return False
+        address = route.addresses(record.domain, record.fingerprint, record.profile)[shard.table]
+        if address.shard != shard:
+            self._refuse("address", f"record of {record.site} does not belong to shard {shard.key}", data)
+            return False
+        if not self.aggregates.setdefault(address, Aggregate()).apply(record):
+            self._refuse("replay", f"outcome {record.outcome_id.hex()} of {record.site} was already applied", data)
+            return False
+        self.stats["records_applied"] += 1
+        return True
+
+    def _refuse(self, code: str, reason: str, data: bytes) -> None:
+        log.info("federation refused a message: %s", reason)
+        self.stats["records_refused"] += 1
+        self.refused.count("federation", code, "", data, time.time())
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.snapshot_s)
+            self._save_snapshots()
+
+    def _save_snapshots(self) -> None:
+        if self.local:
+            return  # the local log is the database itself: rebuilt from it at start
+        for shard in list(self.owned):
+            self._save_snapshot(shard)
+
+    def _save_snapshot(self, shard: Shard) -> None:
+        if self.local:
+            return
+        state = {a.key: agg.state() for a, agg in self.aggregates.items() if a.shard == shard}
+        self.journal.save_snapshot(shard.key, self.owned[shard], det_cbor.dumps(state))
+
+    # ------------------------------------------------------------------ answering
+
+    def released(self, addresses: list[Address]) -> list[dict | None]:
+        """The wire tallies of each address this gateway owns and may release, else None."""
+        s = self.settings
+        out = []
+        for a in addresses:
+            agg = self.aggregates.get(a)
+            out.append(agg.wire() if agg is not None and agg.released(s.k, s.m) else None)
+        return out
+
+    async def answer(self, query: Query) -> tuple[int, Answer]:
+        """(status, answer) for a device's query."""
+        try:
+            addrs = route.addresses(query.domain, query.fingerprint, query.profile, query.probe)
+        except route.UnknownSpec:
+            return spec.UNKNOWN_SPEC, Answer()
+        return await self.ask(addrs)
+
+    async def ask(self, addrs: list[Address]) -> tuple[int, Answer]:
+        """Ask the owners of addrs and combine what they release."""
+        by_member: dict[str, list[Address]] = {}
+        members = self.members or [self.bus.member]
+        for a in addrs:
+            owners = route.owners(a.shard, members, self.settings.replicas)
+            target = self.bus.member if self.bus.member in owners else (owners[0] if owners else None)
+            if target is not None:
+                by_member.setdefault(target, []).append(a)
+        wires: list[dict] = []
+        missing = 0
+        asks = {m: self._ask_member(m, a) for m, a in by_member.items()}
+        results = await asyncio.gather(*asks.values(), return_exceptions=True)
+        for member, result in zip(asks, results):
+            if isinstance(result, BaseException):
+                log.info("owner %s did not answer: %s", member, result)
+                missing += 1
+                continue
+            wires += [w for w in result if w is not None]
+        self.stats["queries_asked"] += 1
+        if not wires:
+            status = spec.UNAVAILABLE if by_member and missing == len(by_member) else spec.TOO_FEW
+            return status, Answer()
+        return (spec.PARTIAL if missing else spec.ANSWERED), combine(wires, self.settings.cap)
+
+    async def _ask_member(self, member: str, addrs: list[Address]) -> list[dict | None]:
+        if member == self.bus.member:
+            return self.released(addrs)
+        payload = [VERSION, KIND_ASK, [[a.domain, a.version, a.table, a.bucket] for a in addrs]]
+        reply = await self.bus.request(member, sign(self.site, payload), self.settings.ask_timeout_s)
+        try:
+            peer, value = open_signed(reply, self.peers)
+        except Refused as r:
+            self._refuse(r.code, r.reason, reply)
+            raise BusUnavailable(f"reply of {member} refused: {r.reason}") from None
+        if peer.name != member or len(value) != 3 or value[1] != KIND_REPLY or not isinstance(value[2], list) \
+                or len(value[2]) != len(addrs):
+            raise BusUnavailable(f"reply of {member} is not a reply to this question")
+        return [w if isinstance(w, dict) else None for w in value[2]]
+
+    async def _serve_ask(self, data: bytes) -> bytes:
+        peer, value = open_signed(data, self.peers)  # Refused: no reply (the asker times out)
+        if len(value) != 3 or value[1] != KIND_ASK or not isinstance(value[2], list) or len(value[2]) > 256:
+            raise Refused("payload", f"a question of {peer.name} is malformed")
+        addrs = [Address(*a) for a in value[2] if isinstance(a, list) and len(a) == 4
+                 and all(type(x) is int for x in a)]
+        self.stats["asks_served"] += 1
+        return sign(self.site, [VERSION, KIND_REPLY, self.released(addrs)])
+
+    def summary(self) -> dict:
+        return {**dict(self.stats), "member": self.bus.member, "members": self.members,
+                "owned_shards": len(self.owned), "addresses": len(self.aggregates),
+                "cursor": {k: self.cursor(k) for k in ("outcomes", "confirmations")},
+                "refused_by_code": self.refused.totals(), "bus_connected": getattr(self.bus, "connected", True)}
