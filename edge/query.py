@@ -21,7 +21,7 @@ EVENT_STALE = "stale-answer"
 
 
 class Asker:
-    def __init__(self, ccm, kid, counter, prof, rto_ms=1500, tries=4, limit=2):
+    def __init__(self, ccm, kid, counter, prof, rto_ms=2000, tries=6, limit=2):
         self._ccm = ccm
         self.kid = bytes(kid)
         self._counter = counter

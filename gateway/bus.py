@@ -12,7 +12,11 @@ NATS (docs/PROTOCOL.md, "Federation"):
   gateway puts its own every heartbeat_s. The live members are the keys present.
 - A shard's owner reads its subject with an ordered consumer (one filter subject per
   consumer: nats-server 2.9 ignores filter_subjects) from a sequence on: the stream is the
-  truth, the owner's aggregates a function of it.
+  truth, the owner's aggregates a function of it. An ephemeral consumer lives on one node
+  and dies with it; the owner notices (last_seq() of the subject is ahead of what it
+  applied, and nothing moved) and reads on from where it was.
+- Nothing on the way out waits long for a cluster that is gone: unsubscribing and leaving
+  the membership are given a second, then the connection is closed.
 - Questions to owners go to ``qis.ask.<member>`` as requests; the replies are signed.
 """
 from __future__ import annotations
@@ -43,6 +47,14 @@ class BusUnavailable(GatewayError):
     """The bus cannot be reached or did not confirm in time (the caller retries later)."""
 
 
+def reraise_if_cancelled(exc: BaseException) -> None:
+    """A loop that retries on errors must still stop when cancelled, even when a library
+    turned the cancellation into an error of its own (else shutdown waits for ever)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
 class LocalBus:
     """One gateway, no broker: it is the only member and owns every shard; publishing hands
     the message straight to the subscriber of its shard."""
@@ -57,6 +69,9 @@ class LocalBus:
 
     async def members(self) -> list[str]:
         return [self.member]
+
+    async def last_seq(self, shard_key: str) -> int:
+        return self._seq
 
     async def publish(self, shard_key: str, data: bytes, msg_id: str) -> None:
         self._seq += 1
@@ -83,7 +98,7 @@ class LocalBus:
 class NatsBus:
     """The bus over a NATS JetStream cluster (nats-py)."""
 
-    def __init__(self, urls: list[str], member: str, heartbeat_s: float = 1.0, ttl_s: float = 4.0,
+    def __init__(self, urls: list[str], member: str, heartbeat_s: float = 1.5, ttl_s: float = 6.0,
                  replicas: int = 3, publish_timeout_s: float = 5.0) -> None:
         self.urls = urls
         self.member = member
@@ -112,6 +127,7 @@ class NatsBus:
                     await self._connect()
                     delay = 0.5
                 except Exception as exc:  # noqa: BLE001 - any failure: the cluster is not there yet
+                    reraise_if_cancelled(exc)
                     log.warning("NATS not reachable (%s); retrying in %.1fs", exc, delay)
                     self.connected = False
                     await asyncio.sleep(delay)
@@ -121,6 +137,7 @@ class NatsBus:
                 await self._kv.put(self.member, json.dumps({"t": time.time()}).encode())
                 self.connected = True
             except Exception as exc:  # noqa: BLE001 - a node down, a leader election: try again
+                reraise_if_cancelled(exc)
                 log.info("heartbeat failed: %s", exc)
                 self.connected = False
             await asyncio.sleep(self.heartbeat_s)
@@ -148,7 +165,7 @@ class NatsBus:
         if self._kv is None:
             return []
         try:
-            return sorted(await self._kv.keys())
+            return sorted(set(await self._kv.keys()))
         except nats.js.errors.NoKeysError:
             return []
         except Exception as exc:  # noqa: BLE001
@@ -181,9 +198,20 @@ class NatsBus:
         sub = self._subs.pop(shard_key, None)
         if sub is not None:
             try:
-                await sub.unsubscribe()
-            except Exception as exc:  # noqa: BLE001 - the connection may be gone already
+                await asyncio.wait_for(sub.unsubscribe(), 1.0)
+            except Exception as exc:  # noqa: BLE001 - the node or the connection may be gone
                 log.info("unsubscribe %s: %s", shard_key, exc)
+
+    async def last_seq(self, shard_key: str) -> int:
+        """The stream sequence of the newest message of a shard's subject (0: none)."""
+        if self._js is None:
+            raise BusUnavailable("not connected to NATS")
+        try:
+            return (await self._js.get_last_msg(STREAM, shard_subject(shard_key))).seq
+        except nats.js.errors.NotFoundError:
+            return 0
+        except Exception as exc:  # noqa: BLE001
+            raise BusUnavailable(f"shard {shard_key} unreadable: {exc}") from exc
 
     async def serve(self, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
         """Answer requests to this member with handler(request) -> reply."""
@@ -210,12 +238,14 @@ class NatsBus:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for key in list(self._subs):
-            await self.unsubscribe(key)
+        self._subs.clear()  # closing the connection ends them; the server drops ephemeral consumers
         if self._kv is not None:
             try:
-                await self._kv.delete(self.member)
+                await asyncio.wait_for(self._kv.delete(self.member), 1.0)
             except Exception as exc:  # noqa: BLE001 - leaving anyway; the entry expires
                 log.info("could not leave membership: %s", exc)
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            try:
+                await asyncio.wait_for(self._nc.close(), 2.0)
+            except Exception as exc:  # noqa: BLE001
+                log.info("closing the NATS connection: %s", exc)

@@ -32,13 +32,13 @@ from qis.edge import cbor as det_cbor
 from qis.edge import frame as spec
 
 from . import route
-from .bus import BusUnavailable, LocalBus, NatsBus
+from .bus import BusUnavailable, LocalBus, NatsBus, reraise_if_cancelled
 from .records import (KIND_ASK, KIND_REPLY, VERSION, Record, Refused, open_record, open_signed, record_from_row,
                       seal_record, sign)
 from .refusals import RefusalLog
 from .route import Address, Shard
 from .sites import PeerSite, Site
-from .store import Journal
+from .store import DatabaseError, Journal
 from .synth import Aggregate, Answer, combine
 from .verify import Query
 
@@ -77,6 +77,10 @@ class Federation:
         self.refused = RefusalLog()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self.last_error = ""
+        self._seen_at: dict[Shard, int] = {}  # the sequence each shard had at its last progress check
+        self._readers: dict[Shard, object] = {}  # the token of each shard's current subscription
+        self._check_from = 0
         # A local federation rebuilds its aggregates from its own database at every start,
         # so its cursors live in memory; a NATS one keeps them in the database.
         self._cursors: dict[str, int] = {}
@@ -87,13 +91,16 @@ class Federation:
 
     # ------------------------------------------------------------------ life cycle
 
-    async def start(self) -> None:
+    async def start(self, background: bool = True) -> None:
+        """Connect, and (background) start forwarding, reconciling and snapshotting; a
+        test drives forward_once() and reconcile() itself instead."""
         await self.bus.start()
         await self.bus.serve(self._serve_ask)
-        self._tasks = [asyncio.create_task(self._forward_loop()), asyncio.create_task(self._reconcile_loop()),
-                       asyncio.create_task(self._snapshot_loop())]
+        if background:
+            self._tasks = [asyncio.create_task(self._forward_loop()), asyncio.create_task(self._reconcile_loop()),
+                           asyncio.create_task(self._snapshot_loop())]
         if self.local:
-            await self._reconcile()
+            await self.reconcile()
 
     def wake(self) -> None:
         """New commits: forward them now rather than at the next poll."""
@@ -102,8 +109,14 @@ class Federation:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._save_snapshots()
+        if self._tasks:
+            # A library that turns a cancellation into its own timeout error could keep a
+            # loop alive: stopping never waits on that for more than a few seconds.
+            await asyncio.wait(self._tasks, timeout=3)
+        try:
+            await self._save_snapshots()
+        except DatabaseError as exc:
+            log.warning("snapshots not saved at stop: %s", exc)
         await self.bus.close()
 
     # ------------------------------------------------------------------ forwarding
@@ -113,8 +126,17 @@ class Federation:
             try:
                 moved = await self.forward_once()
             except BusUnavailable as exc:
+                reraise_if_cancelled(exc)
                 log.info("forwarding paused: %s", exc)
                 self.stats["forward_pauses"] += 1
+                self.last_error = str(exc)
+                moved = 0
+                await asyncio.sleep(1.0)
+            except Exception as exc:  # noqa: BLE001 - a bug must not end forwarding for good
+                reraise_if_cancelled(exc)
+                log.exception("forwarding failed; retrying in 1 s")
+                self.stats["forward_errors"] += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 moved = 0
                 await asyncio.sleep(1.0)
             if not moved:
@@ -136,15 +158,31 @@ class Federation:
             if self.local:
                 self._cursors[kind] = rows[-1][0]
             else:
-                self.journal.set_cursor(kind, rows[-1][0])
+                await self._journal_write(self.journal.set_cursor, kind, rows[-1][0])
             self.stats[f"{kind}_forwarded"] += len(rows)
             moved += len(rows)
         return moved
+
+    async def _journal_write(self, write, *args, tries: int = 200) -> None:
+        """A journal write, retried while the core's transaction holds the database (see
+        gateway.store.Journal): each try yields to the loop, which lets the core commit."""
+        for attempt in range(tries):
+            try:
+                return write(*args)
+            except DatabaseError:
+                if attempt == tries - 1:
+                    raise
+                await asyncio.sleep(0.01)
 
     def cursor(self, kind: str) -> int:
         return self._cursors.get(kind, 0) if self.local else self.journal.cursor(kind)
 
     async def _publish(self, record: Record) -> None:
+        if self.local:  # in process: the record never leaves this gateway, nothing to sign or verify
+            for address in route.addresses(record.domain, record.fingerprint, record.profile):
+                if self.aggregates.setdefault(address, Aggregate()).apply(record):
+                    self.stats["records_applied"] += 1
+            return
         data = seal_record(self.site, record)
         prof = spec.PROFILES[record.profile]
         for address in route.addresses(record.domain, record.fingerprint, record.profile)[: prof.fingerprint_tables]:
@@ -158,11 +196,16 @@ class Federation:
         while True:
             await asyncio.sleep(self.settings.reconcile_s)
             try:
-                await self._reconcile()
+                await self.reconcile()
             except BusUnavailable as exc:
+                reraise_if_cancelled(exc)
                 log.info("ownership not reconciled: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - keep reconciling
+                reraise_if_cancelled(exc)
+                log.exception("reconciling ownership failed")
+                self.last_error = f"{type(exc).__name__}: {exc}"
 
-    async def _reconcile(self) -> None:
+    async def reconcile(self) -> None:
         members = await self.bus.members()
         if not members:
             return  # no membership known (the bus is down): keep what is owned
@@ -170,8 +213,9 @@ class Federation:
         mine = {s for s, owners in route.ownership(members, self.settings.replicas, DOMAINS).items()
                 if self.bus.member in owners}
         for shard in [s for s in self.owned if s not in mine]:
+            self._readers.pop(shard, None)  # what its subscription still delivers is ignored
             await self.bus.unsubscribe(shard.key)
-            self._save_snapshot(shard)
+            await self._save_snapshots([shard])
             del self.owned[shard]
             for address in [a for a in self.aggregates if a.shard == shard]:
                 del self.aggregates[address]
@@ -182,6 +226,26 @@ class Federation:
             self.owned[shard] = seq
             await self.bus.subscribe(shard.key, seq + 1, self._applier(shard))
             self.stats["shards_taken"] += 1
+        if not self.local:
+            await self._check_progress()
+
+    async def _check_progress(self, per_round: int = 16) -> None:
+        """Resubscribe owned shards that lag their subject and made no progress since the
+        last look (their consumer died with its node); a few shards per round."""
+        shards = sorted(self.owned)
+        if not shards:
+            return
+        start = self._check_from % len(shards)
+        for shard in (shards[start:] + shards[:start])[:per_round]:
+            applied = self.owned[shard]
+            if await self.bus.last_seq(shard.key) > applied and self._seen_at.get(shard) == applied:
+                log.warning("shard %s stalled at sequence %d; reading on from there", shard.key, applied)
+                self._readers.pop(shard, None)
+                await self.bus.unsubscribe(shard.key)
+                await self.bus.subscribe(shard.key, applied + 1, self._applier(shard))
+                self.stats["shards_resumed"] += 1
+            self._seen_at[shard] = applied
+        self._check_from = start + per_round
 
     def _restore(self, shard: Shard, snapshot: tuple[int, bytes] | None) -> int:
         if snapshot is None or self.local:
@@ -193,7 +257,15 @@ class Federation:
         return seq
 
     def _applier(self, shard: Shard):
+        """The message handler of one subscription to shard. Only the shard's current
+        reader applies anything: a dropped or replaced subscription may still deliver
+        messages in flight, and those must neither re-own the shard nor apply twice."""
+        reader = object()
+        self._readers[shard] = reader
+
         async def apply(seq: int, data: bytes) -> None:
+            if self._readers.get(shard) is not reader:
+                return
             if seq <= self.owned.get(shard, -1) and not self.local:
                 return  # already in the snapshot
             self.owned[shard] = seq
@@ -233,19 +305,25 @@ class Federation:
     async def _snapshot_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.snapshot_s)
-            self._save_snapshots()
+            try:
+                await self._save_snapshots()
+            except DatabaseError as exc:
+                reraise_if_cancelled(exc)
+                log.warning("snapshots not saved: %s", exc)
 
-    def _save_snapshots(self) -> None:
+    async def _save_snapshots(self, shards: list[Shard] | None = None) -> None:
+        """Save the aggregates of shards (default: all owned) with the stream sequence they
+        reflect, in one transaction."""
         if self.local:
             return  # the local log is the database itself: rebuilt from it at start
-        for shard in list(self.owned):
-            self._save_snapshot(shard)
-
-    def _save_snapshot(self, shard: Shard) -> None:
-        if self.local:
-            return
-        state = {a.key: agg.state() for a, agg in self.aggregates.items() if a.shard == shard}
-        self.journal.save_snapshot(shard.key, self.owned[shard], det_cbor.dumps(state))
+        shards = list(self.owned) if shards is None else shards
+        states: dict[Shard, dict] = {s: {} for s in shards}
+        for address, agg in self.aggregates.items():
+            if address.shard in states:
+                states[address.shard][address.key] = agg.state()
+        rows = [(s.key, self.owned[s], det_cbor.dumps(state)) for s, state in states.items()]
+        if rows:
+            await self._journal_write(self.journal.save_snapshots, rows)
 
     # ------------------------------------------------------------------ answering
 
@@ -319,4 +397,5 @@ class Federation:
         return {**dict(self.stats), "member": self.bus.member, "members": self.members,
                 "owned_shards": len(self.owned), "addresses": len(self.aggregates),
                 "cursor": {k: self.cursor(k) for k in ("outcomes", "confirmations")},
-                "refused_by_code": self.refused.totals(), "bus_connected": getattr(self.bus, "connected", True)}
+                "refused_by_code": self.refused.totals(), "bus_connected": getattr(self.bus, "connected", True),
+                "last_error": self.last_error}

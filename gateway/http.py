@@ -54,7 +54,7 @@ class HttpEndpoint:
                         web.post("/query", self._query), web.get("/aggregates", self._aggregates)])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, shutdown_timeout=1.0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # the port chosen when 0 was asked
 

@@ -92,7 +92,11 @@ def _sig_structure(payload: bytes) -> bytes:
 
 def sign(site: Site, payload_value: list) -> bytes:
     """A COSE_Sign1 message of the site over the CBOR encoding of payload_value."""
-    payload = det_cbor.dumps(payload_value)
+    return sign_bytes(site, det_cbor.dumps(payload_value))
+
+
+def sign_bytes(site: Site, payload: bytes) -> bytes:
+    """A COSE_Sign1 message of the site over payload (any bytes: tests sign hostile ones)."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     signature = site.sign(_sig_structure(payload))

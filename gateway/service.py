@@ -21,6 +21,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from qis.edge.frame import UNAVAILABLE
+
 from .bus import LocalBus, NatsBus
 from .core import Flushed, GatewayCore
 from .errors import GatewayError
@@ -30,6 +32,7 @@ from .ingest.serial import SerialIngest
 from .keys import load_registry
 from .sites import PeerSite, Site, load_site, load_sites
 from .store import Journal, OutcomeStore
+from .synth import Answer
 from .verify import Query
 
 log = logging.getLogger("qis.gateway")
@@ -98,7 +101,13 @@ class Gateway:
             task.add_done_callback(self._answering.discard)
 
     async def _answer(self, port: str, query: Query) -> None:
-        status, answer = await self.federation.answer(query)
+        """Answer a query; whatever goes wrong, the device gets an answer, never silence."""
+        try:
+            status, answer = await asyncio.wait_for(self.federation.answer(query),
+                                                    self.federation.settings.ask_timeout_s + 1)
+        except Exception:  # noqa: BLE001 - a bug or a timeout: say so to the device
+            log.exception("answering a query of %s failed; it gets UNAVAILABLE", query.device)
+            status, answer = UNAVAILABLE, Answer()
         self.core.answer(port, query, status, answer.outcomes, answer.sites, answer.labels, answer.confirmed,
                          answer.models)
         self.flush_soon()
@@ -119,6 +128,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)  # kill -USR2: what every task waits on
         for ingest in self.ingests:
             ingest.start()
         await self.federation.start()
@@ -135,10 +145,15 @@ class Gateway:
         ticker.cancel()
         for ingest in self.ingests:
             ingest.close()
-        await asyncio.gather(*self._answering, return_exceptions=True)
+        if self._answering:  # an answer being computed gets its ask timeout, then no more
+            await asyncio.wait(self._answering, timeout=self.federation.settings.ask_timeout_s + 1)
+        self._flush()  # commit what the links delivered last: the federation's writes must not wait for it
         if self.http is not None:
             await self.http.stop()
-        await self.federation.stop()
+        try:
+            await asyncio.wait_for(self.federation.stop(), 15)
+        except asyncio.TimeoutError:
+            log.warning("the federation did not stop in 15 s; leaving anyway (forwarding resumes from the cursor)")
 
     def run(self, stats_interval: float = 0) -> dict:
         """Serve (blocking), then write what is pending and close; the final stats."""
@@ -151,3 +166,8 @@ class Gateway:
             self.federation.journal.close()
 
 
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}: {task.get_coro()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()

@@ -439,8 +439,10 @@ def _json(value: object) -> str:
 class Journal:
     """The federation's view of the database, on a connection of its own: it reads only
     committed rows (WAL readers see the last commit), so nothing is forwarded before it is
-    durable and acknowledged, and its cursor and snapshot writes wait for the core's open
-    transaction instead of committing it."""
+    durable and acknowledged. Its cursor and snapshot writes never wait for a lock: the
+    core's open transaction belongs to the same thread, so waiting would block the very
+    loop that must commit it. A write that finds the database locked raises DatabaseError
+    at once (Busy), and the caller tries again after yielding to the loop."""
 
     _ROWS = {  # what the federation forwards, in the order it was committed
         "outcomes": "SELECT rowid, device, counter, time, model, domain, label, confidence, fingerprint, profile,"
@@ -453,7 +455,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=0)
             self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
@@ -475,12 +477,16 @@ class Journal:
                          (name, position))
 
     @_database_errors
-    def save_snapshot(self, shard: str, sequence: int, state: bytes) -> None:
-        self._db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (shard, sequence, state))
-
-    @_database_errors
-    def drop_snapshot(self, shard: str) -> None:
-        self._db.execute("DELETE FROM snapshots WHERE shard = ?", (shard,))
+    def save_snapshots(self, snapshots: list[tuple[str, int, bytes]]) -> None:
+        """(shard, stream sequence, state) rows, in one transaction (one fsync)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", snapshots)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def snapshots(self) -> dict[str, tuple[int, bytes]]:
         return {s: (q, b) for s, q, b in self._db.execute("SELECT shard, sequence, state FROM snapshots")}

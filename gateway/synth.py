@@ -112,7 +112,8 @@ class Aggregate:
 
 @dataclass
 class Answer:
-    """The combined answer to a query, before it is sealed into a frame."""
+    """The combined answer to a query, before it is sealed into a frame. Counts are those
+    of the best released address (distinct outcomes there); shares are over all votes."""
 
     outcomes: int = 0  # outcomes at the best released address
     sites: int = 0  # sites behind the released addresses
@@ -133,17 +134,22 @@ def combine(released: list[dict[str, list]], cap: int) -> Answer:
     """Combine the per-site tallies of released addresses (Aggregate.wire()) into one
     answer, each site's weight capped at cap outcomes (see the module's rules)."""
     per_site: dict[str, SiteTally] = {}
-    best = 0
+    best = best_confirmed = 0
+    best_per_model: dict[int, int] = {}
     for wire in released:
         best = max(best, sum(w[0] for w in wire.values()))
+        best_confirmed = max(best_confirmed, sum(w[4] for w in wire.values()))
         for site, w in wire.items():
-            per_site.setdefault(site, SiteTally()).merge(SiteTally.from_wire(w))
+            tally = SiteTally.from_wire(w)
+            per_site.setdefault(site, SiteTally()).merge(tally)
+        for model in {m for w in wire.values() for m in w[6]}:
+            here = sum(w[6][model][0] for w in wire.values() if model in w[6])
+            best_per_model[model] = max(best_per_model.get(model, 0), here)
     answer = Answer(outcomes=best, sites=sum(1 for t in per_site.values() if t.outcomes))
     weights: dict[int, float] = {}
     total = 0.0
     agree = confirmations = 0.0
     models: dict[int, list[float]] = {}
-    confirmed_n = 0
     for t in per_site.values():
         if t.outcomes:
             f = min(t.outcomes, cap) / t.outcomes
@@ -152,15 +158,14 @@ def combine(released: list[dict[str, list]], cap: int) -> Answer:
                 weights[label] = weights.get(label, 0.0) + f * n
         if t.confirmations:
             g = min(t.confirmations, cap) / t.confirmations
-            confirmed_n += t.confirmations
             for model, (n, right) in t.checks.items():
-                entry = models.setdefault(model, [0.0, 0.0, 0])
+                entry = models.setdefault(model, [0.0, 0.0])
                 entry[0] += g * n
                 entry[1] += g * right
-                entry[2] += n
                 confirmations += g * n
                 agree += g * right
     answer.labels = [[label, _share(w, total)] for label, w in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))]
-    answer.confirmed = [confirmed_n, _share(agree, confirmations)]
-    answer.models = [[m, int(e[2]), _share(e[1], e[0])] for m, e in sorted(models.items(), key=lambda kv: -kv[1][2])]
+    answer.confirmed = [best_confirmed, _share(agree, confirmations)]
+    answer.models = [[m, best_per_model[m], _share(e[1], e[0])]
+                     for m, e in sorted(models.items(), key=lambda kv: (-best_per_model[kv[0]], kv[0]))]
     return answer

@@ -115,6 +115,7 @@ class SerialIngest:
         self._ports: dict[str, serial.Serial] = {}
         self._decoders: dict[str, RecordDecoder] = {}
         self._queues: dict[str, bytearray] = {}
+        self._empty_reads: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def owns(self, port: str) -> bool:
@@ -153,15 +154,25 @@ class SerialIngest:
         self._loop.call_later(self.reopen_s, self._open, path)
 
     def _on_readable(self, path: str) -> None:
+        # The descriptor is non-blocking, in non-canonical mode with VMIN = VTIME = 0 (as
+        # pyserial sets it for timeout=0): "nothing now" reads as 0 bytes or EAGAIN, and a
+        # port that is gone raises (EIO for a pty whose other side closed, ENODEV for an
+        # unplugged adapter). Only a long run of empty reads on a port that keeps saying
+        # it is readable counts as a hang-up.
         port = self._ports[path]
         try:
-            data = port.read(4096)
-        except (serial.SerialException, OSError) as exc:
+            data = os.read(port.fileno(), 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
             self._close(path, str(exc))
             return
-        if not data:  # readable but empty: the other side hung up
-            self._close(path, "hang-up")
+        if not data:
+            self._empty_reads[path] = self._empty_reads.get(path, 0) + 1
+            if self._empty_reads[path] > 1000:
+                self._close(path, "hang-up (readable, but nothing to read)")
             return
+        self._empty_reads[path] = 0
         deliver(self.core, path, self._decoders[path], data)
         self.request_flush()
 

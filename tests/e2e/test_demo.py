@@ -16,6 +16,9 @@ def test_demo_stores_every_frame_exactly_once(tmp_path):
     assert summary["frames_stored"] == 600
     assert summary["dead_letters"] == 0
     assert summary["rows_match"] is True  # labels and counters in SQLite == what devices concluded
+    # Devices asked what similar cases concluded (every 10th beat) and got an answer each time.
+    assert summary["queries_asked"] == 60 and summary["queries_answered"] == 60
+    assert summary["outcomes_forwarded"] == 600 and summary["aggregates_match_recomputation"] is True
 
     export = subprocess.run([*QIS, "outcomes", "export", "--db", str(tmp_path / "outcomes.db")],
                             capture_output=True, text=True, timeout=60)
@@ -47,3 +50,16 @@ def test_demo_compact_frames_with_the_rr_rule(tmp_path):
     sizes = {n for (n,) in con.execute("SELECT length(frame) FROM outcomes")}
     models = {m for (m,) in con.execute("SELECT model FROM outcomes")}
     assert sizes == {51} and models == {1}  # one LoRaWAN DR0 payload each; model 1 = RR rule
+
+
+def test_the_federated_demo_answers_at_one_site_from_the_others(tmp_path):
+    proc = subprocess.run([*QIS, "demo", "--sites", "3", "--devices", "2", "--frames", "30", "--model", "mixed",
+                           "--json", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["sites"] == 3 and summary["frames_stored"] == summary["frames_acked"] == 180
+    assert summary["outcomes_forwarded"] == 180
+    assert summary["queries_answered"] == summary["queries_asked"] == 18
+    assert summary["aggregates_match_recomputation"] is True
+    cross = summary["cross_site_answer"]
+    assert cross["status_name"] == "answered" and cross["sites"] >= 2

@@ -43,7 +43,24 @@ U32 = 0xFFFFFFFF
 # frame check below also compares the header bytes exactly.
 _CDDL = (ROOT / "docs" / "protocol.cddl").read_text()
 FRAME_SCHEMA = pycddl.Schema(_CDDL)  # pycddl validates against the first rule: frame
-PLAINTEXT_SCHEMA = pycddl.Schema("root = plaintext\n" + _CDDL)
+# pycddl 0.6.4 accepts wrong items against the choice `plaintext` whenever outcome-full is
+# one of its alternatives (it backtracks badly over ext's `any`), so each plaintext is
+# validated against its own rule, chosen by its type and length.
+_RULES = {name: pycddl.Schema(f"root = {name}\n" + _CDDL)
+          for name in ("outcome-compact", "outcome-full", "ack", "query", "answer")}
+
+
+class _PlaintextSchema:
+    @staticmethod
+    def validate_cbor(encoded: bytes) -> None:
+        item = cbor2.loads(encoded)
+        kind = item[1] if isinstance(item, list) and len(item) > 1 else None
+        rule = {1: "outcome-full" if isinstance(item, list) and len(item) == 10 else "outcome-compact", 2: "ack",
+                3: "query", 5: "answer"}.get(kind, "outcome-compact")
+        _RULES[rule].validate_cbor(encoded)
+
+
+PLAINTEXT_SCHEMA = _PlaintextSchema()
 
 
 def _split_plaintext(plaintext: bytes) -> tuple[bytes, object]:

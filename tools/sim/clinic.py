@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -149,16 +150,31 @@ class Clinic:
             if dev.proc.returncode:
                 dev.errors.append(f"exited with status {dev.proc.returncode}")
 
-    def stop_gateway(self) -> None:
-        if self.gateway is not None and self.gateway.poll() is None:
-            self.gateway.terminate()
-            self.gateway.wait(timeout=60)
+    def stop_gateway(self, timeout: float = 60) -> None:
+        """SIGTERM, then wait; a gateway that does not stop is made to dump its stacks
+        (SIGUSR1) and killed, and the dump is in the error."""
+        if self.gateway is None or self.gateway.poll() is not None:
+            return
+        self.gateway.terminate()
+        try:
+            self.gateway.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.gateway.send_signal(signal.SIGUSR2)  # the asyncio tasks' stacks
+            time.sleep(0.5)
+            self.gateway.send_signal(signal.SIGUSR1)  # the threads' stacks
+            time.sleep(1.0)
+            self.gateway.kill()
+            self.gateway.wait()
+            raise ToolError(f"the gateway of {self.name} did not stop in {timeout:.0f} s:\n"
+                            + "".join(self.gateway_log[-200:])) from None
 
     def close(self) -> None:
-        self.stop_devices()
-        self.stop_gateway()
-        for link in self.links:
-            link.close()
+        try:
+            self.stop_devices()
+            self.stop_gateway()
+        finally:
+            for link in self.links:
+                link.close()
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.2) -> None:
