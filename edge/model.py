@@ -19,7 +19,7 @@ from .errors import ModelError
 
 
 
-VERSION = const(1)
+VERSION = const(2)
 _HEADER = "<4sHHIIHHHHII"
 _HEADER_LEN = const(32)
 _TENSOR = "<BBBBIIHHHHfi"
@@ -38,6 +38,8 @@ _OP_REQUANT = const(3)
 _OP_MAXPOOL = const(4)
 _OP_AVGSUM = const(5)
 _OP_ADD = const(6)
+_OP_LUT = const(7)
+_OP_AVGPOOL = const(8)
 _E = 2.718281828459045  # e, so that topk() needs no math module
 
 
@@ -137,8 +139,18 @@ class Model:
             return (kernels.maxpool, t[i0][5], t[o][5], p, 0)
         if code == _OP_AVGSUM:
             return (kernels.avgsum, t[i0][5], t[o][5], p, 0)
-        if code == _OP_ADD:
-            return (kernels.add, t[i0][5], t[i1][5], t[o][5], p)
+        if code == _OP_LUT:
+            return (kernels.lut, t[i0][5], t[o][5], p, t[o][2])
+        if code == _OP_ADD:  # an operand without a tensor is a constant held in the file
+            from . import float32
+
+            a = w if i0 == _NONE else t[i0][5]
+            b = w if i1 == _NONE else t[i1][5]
+            return (float32.addf, a, b, t[o][5], p)
+        if code == _OP_AVGPOOL:
+            from . import float32
+
+            return (float32.avgpool, t[i0][5], t[o][5], p, 0)
         raise ModelError("model uses opcode %d, unknown to this runtime" % code)
 
     # --- input ---

@@ -5,6 +5,7 @@ from array import array
 from edgetest import load
 
 kernels = load("kernels")
+float32 = load("float32")
 
 
 def s8(values):
@@ -95,26 +96,98 @@ def test_maxpool_padding_and_stride():
     assert list(y) == [9, 9, 8]  # windows [pad,1,9] [9,3,4] [4,8,2]
 
 
-def test_avgsum_subtracts_zero_point():
-    x = bytearray([10, 12, 14, 16, 20, 20])  # 2 channels of 1x3, zp 10
+def test_avgsum_sums_each_channel_minus_zero_point():
+    x = bytearray([10, 12, 14, 16, 20, 20])  # 2 channels of 3 values, zp 10
     acc = array("i", [0, 0])
-    p = array("i", [2, 1, 3, 1, 1, 1, 3, 1, 1, 0, 0, 10])
-    kernels.avgsum(x, acc, p, 0)
+    kernels.avgsum(x, acc, array("i", [2, 3, 10]), 0)
     assert list(acc) == [0 + 2 + 4, 6 + 10 + 10]
 
 
-def test_add_two_scales():
-    # (a - 2) * 0.5 + (b - 1) * 0.25, out zp 128 (int8 0), shift 24
-    a = bytearray([4, 2, 0])
-    b = bytearray([5, 1, 7])
+def test_lut_maps_every_byte():
+    p = array("i", [(255 - i) for i in range(256)])
     y = bytearray(3)
-    p = array("i", [3, 2, 1, 128, 0, 255, 1 << 23, 1 << 22, 24])
-    kernels.add(a, b, y, p)
-    # 1 + 1 = 2; 0; -1 + 1.5 = 0.5 -> 0 (half to even)
-    assert [v - 128 for v in y] == [2, 0, 0]
+    kernels.lut(bytearray([0, 7, 255]), y, p, 3)
+    assert list(y) == [255, 248, 0]
 
 
-def test_dot_ceiling_loop():
-    a = bytearray([1, 2, 3])
-    b = bytearray([4, 5, 6])
-    assert kernels.dot(a, b, 3, 2) == 2 * 32
+_OFFSET = 30  # packed floats below: value = m * 2**(t - 30)
+
+
+def packed(value_times_4):
+    """The packed float of value_times_4 / 4 (an exact float), as the compiler packs it."""
+    v = value_times_4
+    if v == 0:
+        return 0
+    sign = 1 if v < 0 else 0
+    m = -v if v < 0 else v
+    e = -2  # value = m * 2**e
+    while m < 0x800000:
+        m <<= 1
+        e -= 1
+    while m >= 0x1000000:
+        m >>= 1  # the test values are exact: no bits are lost
+        e += 1
+    return ((e + _OFFSET) << 25) | (sign << 24) | m
+
+
+def key(value_times_4):
+    w = packed(value_times_4)
+    if w == 0:
+        return 0
+    k = (w >> 25) * 0x800000 + (w & 0xFFFFFF)
+    return -k if (w >> 24) & 1 else k
+
+
+def test_fsum_adds_in_float32_with_round_to_nearest_even():
+    assert float32.fsum(array("i", [packed(6), packed(9)]), 0, 2) == key(15)  # 1.5 + 2.25
+    assert float32.fsum(array("i", [packed(6), packed(-9)]), 0, 2) == key(-3)
+    assert float32.fsum(array("i", [packed(6), packed(-6), 0]), 0, 3) == 0
+    big = 4 << 24  # 2**24: its float32 neighbours are 2 apart
+    assert float32.fsum(array("i", [packed(big), packed(4)]), 0, 2) == key(big)  # tie: to even
+    assert float32.fsum(array("i", [packed(big + 8), packed(4)]), 0, 2) == key(big + 16)  # tie: to even
+    assert float32.fsum(array("i", [packed(big), packed(4), packed(4)]), 0, 3) == key(big)  # each add rounds
+    assert float32.fsum(array("i", [packed(4), packed(4), packed(big)]), 0, 3) == key(big + 8)
+    assert float32.fsum(array("i", [packed(3), packed(5), packed(-1)]), 1, 2) == key(4)  # start, count
+
+
+def test_rank_counts_thresholds_at_or_below_a_key():
+    bias = 0x20000000
+    p = array("i", [0, 0, key(-2) + bias, key(2) + bias, key(6) + bias])
+    assert [float32.rank(key(v), p, 2, 3) for v in (-3, -2, 0, 2, 5, 6, 40)] == [0, 1, 1, 2, 2, 3, 3]
+
+
+def _thresholds(qmin, qmax):
+    # smallest sums (in quarters, exact) that round to q or more, half to even, for integer outputs
+    return [key(4 * q - 2 + (0 if q % 2 == 0 else 1)) + 0x20000000 for q in range(qmin + 1, qmax + 1)]
+
+
+def test_addf_sums_two_tables_and_rounds_through_thresholds():
+    # A[x] = (x - 128) / 2, B[x] = (x - 128) / 4: y = clamp(rne(a/2 + b/4)) in [-3, 3], stored +128
+    tab_a = [packed(2 * (i - 128)) for i in range(256)]
+    tab_b = [packed(i - 128) for i in range(256)]
+    thr = _thresholds(-3, 3)
+    p = array("i", [4, 4, 2, 125, len(thr)] + tab_a + tab_b + thr + [0, 0])
+    a = s8([1, 3, -1, 9])
+    b = s8([2, 2, 0, 0])  # repeats every 2 values (a broadcast vector)
+    y = bytearray(4)
+    float32.addf(a, b, y, p)
+    # 0.5 + 0.5 = 1; 1.5 + 0.5 = 2; -0.5 + 0 = -0.5 -> 0 (even); 4.5 -> 3 (clamped)
+    assert [v - 128 for v in y] == [1, 2, 0, 3]
+
+
+def test_avgpool_sums_windows_and_rounds_through_thresholds():
+    # D[x] = (x - 128) / 4; 1 channel 1x5, k2 s2 pad-left 1 (counted): windows [pad,x0] [x1,x2] [x3,x4]
+    table = [packed(i - 128) for i in range(256)]
+    thr = _thresholds(-2, 2)  # the compiler folds the divisor into these; here it is 1
+    p = array("i", [1, 1, 5, 1, 3, 1, 2, 1, 2, 0, 1, 126, len(thr)] + table + thr + [0, 0])
+    x = s8([2, 3, 3, -8, 1])
+    y = bytearray(3)
+    float32.avgpool(x, y, p, 0)
+    # 0.5 -> 0 (even); 1.5 -> 2; -1.75 -> -2
+    assert [v - 128 for v in y] == [0, 2, -2]
+
+
+def test_dot_ceiling_is_a_signed_int8_dot():
+    a = s8([1, -2, 3])
+    b = s8([4, 5, -6])
+    assert kernels.dot(a, b, 3, 2) == 4 - 10 - 18

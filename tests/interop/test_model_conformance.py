@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qis.tools import qem_format as F
-from qis.tools.model_check import check, micropython_memory, ort_reference, quantize_like_ort
-from qis.tools.qem_compile import compile_bytes
+from qis.tools.qem import compile as compile_bytes
+from qis.tools.qem import format as F
+from qis.tools.qem.check import check, ort_reference, quantize_like_ort
+from qis.tools.qem.runtime import micropython_memory
+from qis.tools.sim.micropython import models_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-MODELS = {"ecg_cnn": (ROOT / "models/ecg_cnn/model.int8.onnx", (-1, 1, 140)),
-          "ecg_mlp": (ROOT / "models/ecg_mlp/model.int8.onnx", (-1, 140)),
-          "ecg_mlp_qop": (ROOT / "models/ecg_mlp/model.qop.onnx", (-1, 140))}
+ROOT = models_dir()
+MODELS = {"ecg_cnn": (ROOT / "ecg_cnn/model.int8.onnx", (-1, 1, 140)),
+          "ecg_mlp": (ROOT / "ecg_mlp/model.int8.onnx", (-1, 140)),
+          "ecg_mlp_qop": (ROOT / "ecg_mlp/model.qop.onnx", (-1, 140))}
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +41,8 @@ def test_all_test_beats_under_micropython(name, beats):
     res = check(path, beats.reshape(shape), "micropython")
     print(json.dumps({name: {k: res[k] for k in ("n", "exact_fraction", "max_lsb_diff", "argmax_agreement")}}))
     assert res["n"] == 4500
+    assert res["exact_fraction"] == 1.0 and res["max_lsb_diff"] == 0  # bit-exact, as docs/EVIDENCE.md says
     assert res["argmax_agreement"] == 1.0
-    assert res["exact_fraction"] >= 0.999
-    assert res["max_lsb_diff"] <= 1
     assert set(res["outputs"]) == {"scores", "embedding"}
 
 
@@ -51,7 +52,7 @@ def test_subset_under_cpython(name, beats):
     _require(path)
     res = check(path, beats[::30].reshape(shape), "cpython")
     assert res["n"] == 150 and res["argmax_agreement"] == 1.0
-    assert res["exact_fraction"] >= 0.999 and res["max_lsb_diff"] <= 1
+    assert res["exact_fraction"] == 1.0 and res["max_lsb_diff"] == 0
 
 
 def test_cnn_runs_in_a_64k_heap_without_allocating(beats):
@@ -65,7 +66,7 @@ def test_cnn_runs_in_a_64k_heap_without_allocating(beats):
     mem = micropython_memory(qem, xq, heap="64K")
     print(json.dumps({"ecg_cnn_64k": {k: v for k, v in mem.items() if k != "output"},
                       "arena_bytes": qm.arena_bytes, "scratch_bytes": 4 * qm.scratch_words, "file_bytes": len(qem)}))
-    ref = ort_reference(path, qm, {name: x})
+    ref = ort_reference(path, qm, x)
     first = qm.outputs[0][0]
     assert mem["output"] == [int(v) for v in ref[first]["q"].reshape(-1)]
     assert mem["run_heap_growth"] == 0
@@ -75,6 +76,6 @@ def test_cnn_runs_in_a_64k_heap_without_allocating(beats):
 @pytest.mark.parametrize("name", ["ecg_cnn", "ecg_mlp"])
 def test_committed_edge_models_match_the_compiler(name):
     """The devices load models/<name>/model.qem: it must be what the compiler makes today."""
-    root = Path(__file__).resolve().parents[2] / "models" / name
+    root = ROOT / name
     fresh, _ = compile_bytes(root / "model.int8.onnx")
     assert (root / "model.qem").read_bytes() == fresh, f"recompile: qis model compile {root}/model.int8.onnx -o {root}/model.qem"

@@ -15,9 +15,11 @@ from onnx import TensorProto as TP
 from onnx import helper as oh
 from onnx import numpy_helper as nh
 
-from qis.tools import qem_format as F
-from qis.tools.model_check import check, run_cpython
-from qis.tools.qem_compile import CompileError, compile_bytes, requant_params
+from qis.tools.qem import CompileError, requant_params
+from qis.tools.qem import compile as compile_bytes
+from qis.tools.qem import format as F
+from qis.tools.qem.check import check
+from qis.tools.qem.runtime import run_cpython
 
 OPSET = [oh.make_opsetid("", 13), oh.make_opsetid("com.microsoft", 1)]
 NP = {np.int8: TP.INT8, np.uint8: TP.UINT8}
@@ -307,7 +309,7 @@ def test_header_sections_and_crc():
     m, _ = qlinearmatmul_graph(np.random.default_rng(3))
     data, qm = compile_bytes(m)
     magic, version, flags, size, arena, nt, nops, nin, nout, scratch, macs = F.HEADER.unpack_from(data, 0)
-    assert (magic, version, flags, size) == (b"QEMF", 1, 0, len(data))
+    assert (magic, version, flags, size) == (b"QEMF", F.VERSION, 0, len(data))
     assert (nt, nops, nin, nout) == (len(qm.tensors), len(qm.ops), 1, 1)
     assert struct.unpack_from("<I", data, len(data) - 4)[0] == binascii.crc32(data[:-4])
     assert arena == qm.arena_bytes and macs == qm.macs > 0

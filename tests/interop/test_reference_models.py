@@ -14,10 +14,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from qis.tools import quantize
+from qis.tools.train import graphs
+from qis.tools.train.evaluate import file_info
 from qis.tools.datasets.ecg5000 import load_ecg5000
+from qis.tools.sim.micropython import models_dir
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
+MODELS = models_dir()
 ARCHS = ("ecg_mlp", "ecg_cnn")
 INPUT_DIMS = {"ecg_mlp": [140], "ecg_cnn": [1, 140]}
 FLOAT_OPS = {
@@ -83,8 +85,8 @@ def test_float_model_contract(arch: str) -> None:
     assert {n.op_type for n in model.graph.node} == FLOAT_OPS[arch]
     assert all(n.domain == "" for n in model.graph.node)
     assert _producer(model)["embedding"].op_type == "Relu"
-    assert quantize.count_macs(model) == MACS[arch]
-    assert quantize.count_params(model) == PARAMS[arch] == _metrics(arch)["params"]
+    assert graphs.count_macs(model) == MACS[arch]
+    assert graphs.count_params(model) == PARAMS[arch] == _metrics(arch)["params"]
     assert _metrics(arch)["macs"] == MACS[arch]
 
 
@@ -208,7 +210,7 @@ def _recompute(arch: str, name: str, beats: tuple) -> dict:
 def test_metrics_are_reproduced(arch: str, test_beats: tuple) -> None:
     recorded = _metrics(arch)
     for name, info in recorded["files"].items():
-        assert quantize.file_info(MODELS / arch / name) == info, name
+        assert file_info(MODELS / arch / name) == info, name
     kinds = {"float": "model.onnx", "int8": "model.int8.onnx", "qop": "model.qop.onnx"}
     got = {kind: _recompute(arch, file, test_beats) for kind, file in kinds.items()
            if file in recorded["files"]}

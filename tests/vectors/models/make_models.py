@@ -100,9 +100,9 @@ def tiny_qop(tmp: Path) -> tuple[str, np.ndarray]:
 def build(out_dir: Path = HERE) -> dict:
     """Compile both models into out_dir and return the models.json content."""
     sys.path.insert(0, str(HERE.parents[2]))
-    from qis.tools import qem_format as F
-    from qis.tools.model_check import ort_reference, quantize_like_ort
-    from qis.tools.qem_compile import compile_bytes
+    from qis.tools.qem import compile as compile_bytes
+    from qis.tools.qem import format as F
+    from qis.tools.qem.check import ort_reference, quantize_like_ort
 
     doc = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +116,7 @@ def build(out_dir: Path = HERE) -> dict:
             for x in xs:
                 is_float = x.dtype == np.float32
                 xq = quantize_like_ort(x, t.scale, t.zero_point, dt) if is_float else x
-                ref = ort_reference(path, qm, {"x": x[None] if is_float else x})
+                ref = ort_reference(path, qm, x[None] if is_float else x)
                 case = {"input_q": xq.astype(dt).view(np.uint8).tobytes().hex(),
                         "outputs": {o: [int(v) for v in ref[o]["q"].reshape(-1)] for o, _, _ in qm.outputs}}
                 if is_float:

@@ -15,12 +15,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .qem_compile import compile_bytes
-from .sim.micropython import binary as micropython_binary
-from .sim.micropython import lib_dir, models_dir
+from ..qem import compile as compile_bytes
+from ..sim.micropython import binary as micropython_binary
+from ..sim.micropython import lib_dir, models_dir
 
 ROOT = lib_dir()
-EDGE_FILES = ("__init__.py", "compat.py", "errors.py", "kernels.py", "model.py")
+EDGE_FILES = ("__init__.py", "compat.py", "errors.py", "float32.py", "kernels.py", "model.py")
 
 _DRIVER = r"""
 import sys, time, json
