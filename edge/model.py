@@ -19,7 +19,7 @@ from .errors import ModelError
 
 
 
-VERSION = const(2)
+VERSION = const(3)
 _HEADER = "<4sHHIIHHHHII"
 _HEADER_LEN = const(32)
 _TENSOR = "<BBBBIIHHHHfi"
@@ -129,8 +129,9 @@ class Model:
 
     def _bind(self, code, i0, i1, o, w, p):
         t = self._tensors
-        if code == _OP_CONV:
-            return (kernels.conv, t[i0][5], w, t[o][5], p)
+        if code == _OP_CONV:  # its column buffer: output width * taps per window
+            cols = bytearray(p[5] * (p[0] // p[14]) * p[6] * p[7])
+            return (kernels.conv, t[i0][5], w, t[o][5], (p, cols))
         if code == _OP_FC:
             return (kernels.fc, t[i0][5], w, t[o][5], p)
         if code == _OP_REQUANT:
@@ -203,14 +204,13 @@ class Model:
 
     def _publish(self, out):
         t = self._tensors[out[0]]
-        src = t[5]
-        dst = out[2]
-        if t[0] == _DT_INT8:
-            for i in range(t[2]):
-                dst[i] = src[i] - 128
-        else:
+        if t[0] == _DT_INT32:
+            src = t[5]
+            dst = out[2]
             for i in range(t[2]):
                 dst[i] = src[i]
+        else:  # stored bytes to int8 (minus the +128 bias) or uint8 values
+            kernels.copy8(t[5], out[2], t[2], 128 if t[0] == _DT_INT8 else 0)
 
     # --- outputs ---
 

@@ -13,20 +13,29 @@ def s8(values):
     return bytearray(v + 128 for v in values)
 
 
+def conv_params(head, bias, w, wz, xz, k):
+    """A conv's (parameter block, column buffer) as the compiler folds it and edge/model.py
+    binds it (see kernels.conv)."""
+    cout = len(bias)
+    c = [bias[o] - xz * sum(w[o * k : o * k + k]) + k * xz * wz[o] for o in range(cout)]
+    ow = head[5]
+    return array("i", head + c + wz + [0] * ow), bytearray(ow * k)
+
+
 def test_conv_1d_padding_stride():
     # x = [1, 2, 3, 4] (int8, zp 0), w = [1, -1, 2], pad 1 each side, stride 2.
     # padded: [0, 1, 2, 3, 4, 0]; outputs at 0: 0*1 + 1*-1 + 2*2 = 3; at 2: 2 - 3 + 8 = 7
     x = s8([1, 2, 3, 4])
     w = s8([1, -1, 2])
     acc = array("i", [0] * 2)
-    p = array("i", [1, 1, 4, 1, 1, 2, 1, 3, 1, 2, 1, 1, 0, 1, 1, 128, 10, 128])
+    p = conv_params([1, 1, 4, 1, 1, 2, 1, 3, 1, 2, 1, 1, 0, 1, 1, 128], [10], w, [128], 128, 3)
     macs = kernels.conv(x, w, acc, p)
     assert list(acc) == [3 + 10, 7 + 10]
-    assert macs == 2 + 3
+    assert macs == 2 * 3
 
 
 def test_conv_2d_groups_dilation_zero_points():
-    # 2 input channels, group 2 -> each output channel sees one input channel.
+    # 2 input channels, group 2 -> each output channel sees one input channel (depthwise).
     # x zero point 3 (uint8 stored as is), weight zero points 1 and 2 (uint8).
     x = bytearray([3, 4, 5, 6, 7, 8, 9, 10, 11,  # ch0 3x3 -> minus zp: 0..8
                    4, 4, 4, 4, 4, 4, 4, 4, 4])  # ch1 all 1 after zp
@@ -34,11 +43,33 @@ def test_conv_2d_groups_dilation_zero_points():
     w = bytearray([2, 1, 1, 3,  # ch0: minus zp 1 -> [1, 0, 0, 2]
                    3, 3, 3, 3])  # ch1: minus zp 2 -> all 1
     acc = array("i", [0, 0])
-    p = array("i", [2, 3, 3, 2, 1, 1, 2, 2, 1, 1, 2, 2, 0, 0, 2, 3, -5, 7, 1, 2])
+    p = conv_params([2, 3, 3, 2, 1, 1, 2, 2, 1, 1, 2, 2, 0, 0, 2, 3], [-5, 7], w, [1, 2], 3, 4)
     kernels.conv(x, w, acc, p)
     # ch0: x corners (minus zp) = 0, 2, 6, 8 -> 0*1 + 2*0 + 6*0 + 8*2 = 16, bias -5
     # ch1: 4 taps of 1*1 = 4, bias 7
     assert list(acc) == [11, 11]
+
+
+def test_conv_gathers_windows_for_several_filters_with_padding():
+    # 2 input channels, 3 filters of 2x3x1 (1-D, k3, pad 1): every window has 6 taps
+    xs = [[1, -2, 3, 4], [0, 5, -1, 2]]
+    ws = [[[1, 0, -1], [2, 1, 0]], [[0, 1, 0], [0, 1, 0]], [[-1, -1, -1], [3, 0, 1]]]
+    x = s8(xs[0] + xs[1])
+    w = s8([v for f in ws for row in f for v in row])
+    acc = array("i", [0] * 12)
+    p = conv_params([2, 1, 4, 3, 1, 4, 1, 3, 1, 1, 1, 1, 0, 1, 1, 128], [0, 100, -7], w, [128] * 3, 128, 6)
+    assert kernels.conv(x, w, acc, p) == 3 * 4 * 6
+    want = []
+    for f, bias in zip(ws, [0, 100, -7]):
+        for o in range(4):
+            s = bias
+            for ci in range(2):
+                for t in range(3):
+                    i = o + t - 1
+                    if 0 <= i < 4:
+                        s += xs[ci][i] * f[ci][t]
+            want.append(s)
+    assert list(acc) == want
 
 
 def test_fc_per_channel_zero_points_and_negative_bias():

@@ -122,7 +122,7 @@ class Ptr:
 
 
 def ptr8(buf):
-    return buf if isinstance(buf, Ptr) else Ptr(buf, 0, 255)
+    return buf if isinstance(buf, Ptr) else Ptr(buf, -128, 255)  # a byte store keeps the low 8 bits
 
 
 def ptr32(buf):

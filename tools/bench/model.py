@@ -1,128 +1,203 @@
-"""`qis bench model [--model PATH]`: edge model speed under the MicroPython unix port.
+"""`qis bench model`: int8 inference speed of the reference models under the MicroPython unix
+port, against the interpreter's ceiling measured in the same process.
 
-Runs the compiled model (default: models/ecg_cnn/model.int8.onnx) twice in MicroPython,
-once with the viper kernels and once with the same kernel source stripped of its
-@micropython.viper lines (plain bytecode), and measures in the same process the ceiling
-of this interpreter: a bare viper int8 dot-product loop (kernels.dot). Each timing is the
-best of 3 repetitions. Prints a table and,
-as its last line, a JSON object with inferences/s, MACs/s and the ratios.
+Subject: Model.run() with the viper kernels. Baseline: kernels.dot, a bare viper loop doing
+the same signed int8 work per multiply-accumulate as the kernels (stored bytes, minus the
++128 bias, multiplied, accumulated), one tap per step. Each round times the subject and then
+the baseline for about --round-ms each, so both see the same machine load; the ratio of
+the round is the subject's MACs/s over the baseline's. The kernels' dot loops take 8 taps
+per step and fold zero points out of the loop, so they can beat that plain loop; the same
+signed loop unrolled 8 times is timed too and reported as a second ratio. --rounds rounds (at least 5) give the median, min and
+max of the ratio. With --bytecode, the same model with its kernels as plain bytecode (no
+@micropython.viper) is timed in the same rounds, for viper's speed-up.
+
+A benchmark, not a test: progress on stderr, a table, and one JSON object as the last line.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import statistics
+import sys
 import tempfile
 from pathlib import Path
 
-from ..qem import compile as compile_bytes
-from ..sim.micropython import binary as micropython_binary
-from ..sim.micropython import lib_dir, models_dir
+from rich.console import Console
+from rich.table import Table
 
-ROOT = lib_dir()
-EDGE_FILES = ("__init__.py", "compat.py", "errors.py", "float32.py", "kernels.py", "model.py")
+from ..errors import UsageError
+from ..qem import compile as compile_model
+from ..sim import micropython
+
+MODELS = ("ecg_cnn", "ecg_mlp", "ecg_dscnn")
+HEAP = "512K"
+DOT_LEN = 1024
 
 _DRIVER = r"""
-import sys, time, json
-sys.path.insert(0, %(lib)r)
+import json, time, micropython
 from edge.model import Model
 from edge import kernels
+%(bytecode_import)s
+
+
+@micropython.viper
+def dot_unrolled(a: ptr8, b: ptr8, n: int, reps: int) -> int:
+    # the same signed work as kernels.dot, 8 taps per step (as the fc and conv dots run)
+    s = 0
+    for r in range(reps):
+        s = 0
+        i = 0
+        while i < n:
+            s += (int(a[i]) - 128) * (int(b[i]) - 128) + (int(a[i + 1]) - 128) * (int(b[i + 1]) - 128) + \
+                (int(a[i + 2]) - 128) * (int(b[i + 2]) - 128) + (int(a[i + 3]) - 128) * (int(b[i + 3]) - 128) + \
+                (int(a[i + 4]) - 128) * (int(b[i + 4]) - 128) + (int(a[i + 5]) - 128) * (int(b[i + 5]) - 128) + \
+                (int(a[i + 6]) - 128) * (int(b[i + 6]) - 128) + (int(a[i + 7]) - 128) * (int(b[i + 7]) - 128)
+            i += 8
+    return s
+
+ROUND_US = %(round_us)d
+
+
+def timed(fn, arg):
+    # calls fn(arg) for about ROUND_US: (calls, microseconds)
+    n = 0
+    t0 = time.ticks_us()
+    while True:
+        fn(arg)
+        n += 1
+        us = time.ticks_diff(time.ticks_us(), t0)
+        if us >= ROUND_US:
+            return n, us
+
+
+def run_model(m):
+    m.run()
 
 
 def main():
-    m = Model(%(qem)r)
-    x = bytearray(m.input_size())
+    models = {"viper": Model(%(qem)r)}
+    %(bytecode_model)s
+    x = bytearray(models["viper"].input_size())
     for i in range(len(x)):
         x[i] = (i * 37) & 0xFF
-    m.set_input_q(x)
-    m.run()
-    n = %(n)d
-    dt = 1 << 60
-    for _ in range(3):  # best of 3: other processes share the CPU
-        t0 = time.ticks_us()
-        for _ in range(n):
-            m.run()
-        dt = min(dt, time.ticks_diff(time.ticks_us(), t0))
-    a = bytearray(1024)
-    b = bytearray(1024)
-    for i in range(1024):
-        a[i] = i & 0xFF
-        b[i] = (i * 7) & 0xFF
-    reps = %(reps)d
-    ddt = 1 << 60
-    for _ in range(3):
-        t0 = time.ticks_us()
-        kernels.dot(a, b, 1024, reps)
-        ddt = min(ddt, time.ticks_diff(time.ticks_us(), t0))
-    print(json.dumps({"runs": n, "us": dt, "macs": m.macs, "dot_macs": 1024 * reps, "dot_us": ddt}))
+    for m in models.values():
+        m.set_input_q(x)
+        m.run()
+    a = bytearray(%(dot_len)d)
+    b = bytearray(%(dot_len)d)
+    for i in range(len(a)):
+        a[i] = (i * 11) & 0xFF
+        b[i] = (i * 7 + 3) & 0xFF
+    dot = kernels.dot
+
+    def ceiling(reps):
+        dot(a, b, len(a), reps)
+
+    def unrolled(reps):
+        dot_unrolled(a, b, len(a), reps)
+
+    for r in range(%(rounds)d):
+        row = {"round": r}
+        for name, m in models.items():
+            row[name] = timed(run_model, m)
+        row["ceiling"] = timed(ceiling, 8)
+        row["unrolled"] = timed(unrolled, 8)
+        print(json.dumps(row))
 
 
 main()
 """
 
 
-def _edge_copy(dest: Path, viper: bool) -> None:
-    pkg = dest / "edge"
-    pkg.mkdir(parents=True)
-    for name in EDGE_FILES:
-        text = (ROOT / "edge" / name).read_text()
-        if name == "kernels.py" and not viper:
-            text = "\n".join(line for line in text.splitlines() if line.strip() != "@micropython.viper") + "\n"
-        (pkg / name).write_text(text)
+def _edge_copy(dest: Path, package: str) -> None:
+    """The edge package as plain bytecode (its @micropython.viper lines removed) under `package`."""
+    src = micropython.lib_dir() / "edge"
+    for path in src.rglob("*.py"):
+        out = dest / package / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() != "@micropython.viper"]
+        out.write_text("\n".join(lines) + "\n")
 
 
-def measure(model: Path, runs: int = 2000, py_runs: int = 20) -> dict:
-    """Run both variants under MicroPython; return the measured numbers."""
-    qem, qm = compile_bytes(model)
-    out: dict = {"model": str(model), "macs_per_inference": qm.macs}
+def measure(model: Path, rounds: int, round_ms: int, bytecode: bool, progress: Console) -> dict:
+    """Interleaved rounds of one model under MicroPython: per-round rates and ratio stats."""
+    qem, qm = compile_model(model)
     with tempfile.TemporaryDirectory() as tmp:
         qp = Path(tmp, "m.qem")
         qp.write_bytes(qem)
-        for variant, n, reps in (("viper", runs, 100000), ("python", py_runs, 100)):
-            lib = Path(tmp, variant)
-            _edge_copy(lib, variant == "viper")
-            drv = lib / "bench.py"
-            drv.write_text(_DRIVER % {"lib": str(lib), "qem": str(qp), "n": n, "reps": reps})
-            proc = subprocess.run([micropython_binary(), "-X", "heapsize=256K", str(drv)], capture_output=True, text=True,
-                                  timeout=600)
-            if proc.returncode != 0:
-                raise RuntimeError("micropython bench failed: %s" % proc.stderr)
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            out[variant] = {"inferences_per_s": r["runs"] / (r["us"] / 1e6),
-                            "macs_per_s": r["runs"] * r["macs"] / (r["us"] / 1e6),
-                            "ms_per_inference": r["us"] / 1000 / r["runs"],
-                            "dot_macs_per_s": r["dot_macs"] / (r["dot_us"] / 1e6)}
-    ceiling = out["viper"]["dot_macs_per_s"]
-    out["ceiling_macs_per_s"] = ceiling
-    out["viper_fraction_of_ceiling"] = out["viper"]["macs_per_s"] / ceiling
-    out["viper_speedup_over_python"] = out["viper"]["inferences_per_s"] / out["python"]["inferences_per_s"]
+        extra = ()
+        if bytecode:
+            _edge_copy(Path(tmp), "edge_bytecode")
+            extra = (Path(tmp),)
+        driver = Path(tmp, "bench.py")
+        driver.write_text(_DRIVER % {
+            "qem": str(qp), "round_us": round_ms * 1000, "rounds": rounds, "dot_len": DOT_LEN,
+            "bytecode_import": "from edge_bytecode.model import Model as BytecodeModel" if bytecode else "",
+            "bytecode_model": 'models["bytecode"] = BytecodeModel(%r)' % str(qp) if bytecode else "pass"})
+        proc = micropython.popen([str(driver)], heap=HEAP, extra_path=extra, stdout=-1, stderr=-1, text=True)
+        rows = []
+        for line in proc.stdout:
+            rows.append(json.loads(line))
+            progress.print("  %s round %d/%d" % (model.parent.name, len(rows), rounds))
+        err = proc.stderr.read()
+        if proc.wait() != 0 or len(rows) != rounds:
+            raise UsageError("the benchmark under MicroPython failed: %s" % err.strip())
+    macs = qm.macs
+    per_round = []
+    for row in rows:
+        runs, us = row["viper"]
+        reps, dus = row["ceiling"]
+        ureps, uus = row["unrolled"]
+        entry = {"inferences_per_s": runs / us * 1e6, "macs_per_s": runs * macs / us * 1e6,
+                 "ceiling_macs_per_s": reps * 8 * DOT_LEN / dus * 1e6,
+                 "unrolled_macs_per_s": ureps * 8 * DOT_LEN / uus * 1e6}
+        entry["ratio"] = entry["macs_per_s"] / entry["ceiling_macs_per_s"]
+        entry["ratio_unrolled"] = entry["macs_per_s"] / entry["unrolled_macs_per_s"]
+        if bytecode:
+            bruns, bus = row["bytecode"]
+            entry["bytecode_inferences_per_s"] = bruns / bus * 1e6
+            entry["viper_speedup"] = entry["inferences_per_s"] / entry["bytecode_inferences_per_s"]
+        per_round.append(entry)
+
+    def stats(key: str) -> dict:
+        values = [r[key] for r in per_round]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    out = {"model": model.parent.name, "macs_per_inference": macs, "rounds": rounds,
+           "ratio": stats("ratio"), "ratio_unrolled": stats("ratio_unrolled"),
+           "inferences_per_s": stats("inferences_per_s"), "macs_per_s": stats("macs_per_s"),
+           "ceiling_macs_per_s": stats("ceiling_macs_per_s"), "unrolled_macs_per_s": stats("unrolled_macs_per_s")}
+    if bytecode:
+        out["viper_speedup"] = stats("viper_speedup")
     return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=str(models_dir() / "ecg_cnn/model.int8.onnx"), help="quantized ONNX model")
-    parser.add_argument("--runs", type=int, default=2000, help="timed inferences with viper kernels")
-    parser.add_argument("--python-runs", type=int, default=20, help="timed inferences with plain bytecode kernels")
+    parser.add_argument("--model", action="append", type=Path,
+                        help="quantized ONNX model (repeatable; default: the reference models)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds, at least 5 (default 7)")
+    parser.add_argument("--round-ms", type=int, default=400, help="time per subject or baseline in a round")
+    parser.add_argument("--bytecode", action="store_true", help="also time the kernels as plain bytecode")
 
 
 def run(args: argparse.Namespace) -> int:
-    """CLI entry: table, then the JSON object as the last line."""
-    res = measure(Path(args.model), args.runs, args.python_runs)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="edge model under MicroPython (%s, %d MACs/inference)" % (
-            Path(args.model).parent.name, res["macs_per_inference"]))
-        for col in ("kernels", "inferences/s", "ms/inference", "MACs/s", "vs ceiling"):
-            table.add_column(col, justify="right")
-        for v in ("viper", "python"):
-            r = res[v]
-            table.add_row(v, "%.1f" % r["inferences_per_s"], "%.2f" % r["ms_per_inference"],
-                          "%.3g" % r["macs_per_s"], "%.2f" % (r["macs_per_s"] / res["ceiling_macs_per_s"]))
-        table.add_row("bare viper dot (ceiling)", "", "", "%.3g" % res["ceiling_macs_per_s"], "1.00")
-        Console(stderr=False).print(table)
-    except ImportError:  # rich is a declared dependency; the JSON line below is what tools read
-        pass
-    print(json.dumps(res))
+    if args.rounds < 5:
+        raise UsageError("--rounds must be at least 5 (the median of 5 interleaved runs is the least we report)")
+    paths = args.model or [micropython.models_dir() / m / "model.int8.onnx" for m in MODELS]
+    progress = Console(stderr=True)
+    results = [measure(p, args.rounds, args.round_ms, args.bytecode, progress) for p in paths]
+    table = Table(title="int8 models under MicroPython: MACs/s against a signed int8 viper dot loop, "
+                        "%d interleaved rounds" % args.rounds)
+    for col in ("model", "MACs", "inferences/s (median)", "ratio median", "min", "max",
+                "vs unrolled dot") + (("viper / bytecode",) if args.bytecode else ()):
+        table.add_column(col, justify="right")
+    for r in results:
+        row = [r["model"], str(r["macs_per_inference"]), "%.0f" % r["inferences_per_s"]["median"],
+               "%.2f" % r["ratio"]["median"], "%.2f" % r["ratio"]["min"], "%.2f" % r["ratio"]["max"],
+               "%.2f" % r["ratio_unrolled"]["median"]]
+        if args.bytecode:
+            row.append("%.0fx" % r["viper_speedup"]["median"])
+        table.add_row(*row)
+    Console().print(table)
+    print(json.dumps({"python": sys.version.split()[0], "heap": HEAP, "models": results}))
     return 0

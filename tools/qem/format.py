@@ -2,7 +2,7 @@
 
 Layout, all little-endian, every section 4-byte aligned::
 
-    header   32 bytes  "<4sHHIIHHHHII": magic b"QEMF", format version (2), flags (0),
+    header   32 bytes  "<4sHHIIHHHHII": magic b"QEMF", format version (3), flags (0),
                        file size, arena bytes, n_tensors, n_ops, n_inputs, n_outputs,
                        scratch int32 words, MACs per inference
     tensors  28 bytes each "<BBBBIIHHHHfi": dtype (0 int8, 1 uint8, 2 int32), ndim,
@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = b"QEMF"
-VERSION = 2  # 2: add became addf (float32-exact QLinearAdd), avgsum global only, lut, avgpool
+VERSION = 3  # 2: add -> addf (float32-exact), global avgsum, lut, avgpool; 3: conv folded + column scratch
 HEADER = struct.Struct("<4sHHIIHHHHII")
 TENSOR = struct.Struct("<BBBBIIHHHHfi")
 IO = struct.Struct("<BBHB")

@@ -87,12 +87,20 @@ class Program:
                                % (where, int(bound.max())))
         shift = 128 if w.dtype == np.int8 else 0
         k, s, d, p, o = window.as_2d()
+        taps = cig * k[0] * k[1]
+        wst = (wi + shift).reshape(cout, -1)
+        xz = N.stored(self.signed(x), xt.zero_point)
+        wzs = wz + shift
+        folded = b - xz * wst.sum(axis=1) + taps * xz * wzs  # see kernels.conv
+        # and its partial sums, as in fc
+        if (np.abs(folded) + wzs * 255 * taps + 255 * 255 * taps).max(initial=0) >= INT32_LIMIT:
+            raise CompileError("%s: a partial sum can reach beyond int32 (%d taps)" % (where, taps))
         params = [xt.shape[1], window.in_2d[0], window.in_2d[1], cout, o[0], o[1], k[0], k[1], s[0], s[1],
-                  d[0], d[1], p[0], p[1], group, N.stored(self.signed(x), xt.zero_point)]
-        params += b.tolist() + (wz + shift).tolist()
+                  d[0], d[1], p[0], p[1], group, xz]
+        params += folded.tolist() + wzs.tolist() + [0] * o[1]  # window sums of an output row
         out_shape = (1, cout) + tuple(window.out)
         acc = self._accumulator(out_shape, scratch)
-        self.ops.append(F.Op(F.OP_CONV, x, out=acc, weights=(wi + shift).astype(np.uint8).tobytes(), params=params))
+        self.ops.append(F.Op(F.OP_CONV, x, out=acc, weights=wst.astype(np.uint8).tobytes(), params=params))
         self.macs += cout * o[0] * o[1] * cig * k[0] * k[1]
         return acc, out_shape
 

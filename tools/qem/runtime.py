@@ -2,6 +2,7 @@
 MicroPython unix port through the one launcher (qis.tools.sim.micropython)."""
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -101,15 +102,17 @@ def run_micropython(qem: bytes, rows: np.ndarray, heap: str = "256K", progress: 
     return {n: np.stack(v) for n, v in outs.items()}
 
 
-def micropython_memory(qem: bytes, row: np.ndarray, heap: str = "64K") -> dict:
+def micropython_memory(qem: bytes, row: np.ndarray, heap: str = "64K", lib: Path | None = None) -> dict:
     """One inference under `micropython -X heapsize=HEAP`: model bytes after load, heap growth
-    and micropython.mem_peak() delta of one run(), free heap, and the first output."""
+    and micropython.mem_peak() delta of one run(), free heap, and the first output. lib: a
+    folder whose edge/ package replaces the source one (precompiled .mpy, as on a board)."""
     with tempfile.TemporaryDirectory() as tmp:
         qp, ip, dp = Path(tmp, "m.qem"), Path(tmp, "x.bin"), Path(tmp, "mem.py")
         qp.write_bytes(qem)
         ip.write_bytes(np.ascontiguousarray(row).view(np.uint8).tobytes())
         dp.write_text(_MEMORY % {"qem": str(qp), "inp": str(ip)})
-        proc = micropython.run([str(dp)], heap=heap)
+        env = micropython.env() if lib is None else dict(micropython.env(), MICROPYPATH=str(lib))
+        proc = subprocess.run(micropython.command([str(dp)], heap), capture_output=True, env=env, cwd=tmp)
     out = proc.stdout.decode()
     if proc.returncode != 0:
         raise ToolError("the edge runtime under MicroPython (heap %s) failed: %s%s" % (heap, out, proc.stderr.decode()))
