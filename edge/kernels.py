@@ -50,7 +50,8 @@ def conv(x: ptr8, w: ptr8, acc: ptr32, ctx) -> int:
     gathered once into col (padding as xz, their sums into p's scratch) and every filter
     of the group is dotted with them, 8 or 4 taps per step; a depthwise conv (one filter
     per group) or one of fewer than 8 taps walks each weight tap along the output row
-    instead (_conv_rows). Returns MACs.
+    instead: acc starts at c and each tap adds x * (w - wz) along the row, 4 outputs per
+    step, or xz * (w - wz) where the tap reads padding. Returns MACs.
     32 bits: |acc| is bounded by the compiler (|bias| + 255 * sum|w - wz| < 2**31); the
     folded partial sums c + dot - wz * sum x likewise (K * 2 * 255**2 + |c| < 2**31).
     """
@@ -81,7 +82,65 @@ def conv(x: ptr8, w: ptr8, acc: ptr32, ctx) -> int:
     ohw = oh * ow
     sums = 16 + 2 * cout  # the window sums of the row, in p's scratch
     if cog == 1 or k < 8:  # depthwise, or too few taps for a long dot: walk the rows
-        return int(_conv_rows(x, w, acc, params))
+        wi = 0
+        for oc in range(cout):
+            b = int(p[16 + oc])
+            if (b >> 31) == 1:
+                b -= lift * lift
+            wz = int(p[16 + cout + oc])
+            ob = oc * ohw
+            for i in range(ohw):
+                acc[ob + i] = b
+            xg = (oc // cog) * cig * hw
+            for ci in range(cig):
+                xc = xg + ci * hw
+                for ky in range(kh):
+                    dy = ky * dh - pt
+                    for kx in range(kw):
+                        wv = int(w[wi]) - wz
+                        xzw = xz * wv
+                        wi += 1
+                        dx = kx * dw - pl
+                        ox0 = 0
+                        if dx < 0:
+                            ox0 = (sw - 1 - dx) // sw
+                        ox1 = 0
+                        if wd - 1 - dx >= 0:
+                            ox1 = (wd - 1 - dx) // sw + 1
+                        if ox1 > ow:
+                            ox1 = ow
+                        if ox1 < ox0:
+                            ox1 = ox0
+                        for oy in range(oh):
+                            iy = oy * sh + dy
+                            o = ob + oy * ow
+                            oe = o + ow
+                            if iy < 0 or iy >= h:  # the whole row reads padding
+                                while o < oe:
+                                    acc[o] += xzw
+                                    o += 1
+                                continue
+                            om = o + ox0
+                            while o < om:  # left padding
+                                acc[o] += xzw
+                                o += 1
+                            xi = xc + iy * wd + ox0 * sw + dx
+                            om = ob + oy * ow + ox1
+                            while o + 3 < om:
+                                acc[o] += int(x[xi]) * wv
+                                acc[o + 1] += int(x[xi + sw]) * wv
+                                acc[o + 2] += int(x[xi + 2 * sw]) * wv
+                                acc[o + 3] += int(x[xi + 3 * sw]) * wv
+                                xi += 4 * sw
+                                o += 4
+                            while o < om:
+                                acc[o] += int(x[xi]) * wv
+                                xi += sw
+                                o += 1
+                            while o < oe:  # right padding
+                                acc[o] += xzw
+                                o += 1
+        return cout * ohw * k
     for g in range(groups):
         xg = g * cig * hw
         for oy in range(oh):
@@ -150,90 +209,6 @@ def conv(x: ptr8, w: ptr8, acc: ptr32, ctx) -> int:
                         wi += 1
                     acc[o + ox] = b - wz * int(p[sums + ox]) + s
     return cout * ohw * k
-
-
-@micropython.viper
-def _conv_rows(x: ptr8, w: ptr8, acc: ptr32, p: ptr32) -> int:
-    """conv() by weight taps: acc starts at c and each tap adds x * (w - wz) along the output
-    row, 4 outputs per step, or xz * (w - wz) where the tap reads padding (see conv())."""
-    h = int(p[1])
-    wd = int(p[2])
-    cout = int(p[3])
-    oh = int(p[4])
-    ow = int(p[5])
-    kh = int(p[6])
-    kw = int(p[7])
-    sh = int(p[8])
-    sw = int(p[9])
-    dh = int(p[10])
-    dw = int(p[11])
-    pt = int(p[12])
-    pl = int(p[13])
-    xz = int(p[15])
-    lift = 0x10000
-    cig = int(p[0]) // int(p[14])
-    cog = cout // int(p[14])
-    hw = h * wd
-    ohw = oh * ow
-    wi = 0
-    for oc in range(cout):
-        b = int(p[16 + oc])
-        if (b >> 31) == 1:
-            b -= lift * lift
-        wz = int(p[16 + cout + oc])
-        ob = oc * ohw
-        for i in range(ohw):
-            acc[ob + i] = b
-        xg = (oc // cog) * cig * hw
-        for ci in range(cig):
-            xc = xg + ci * hw
-            for ky in range(kh):
-                dy = ky * dh - pt
-                for kx in range(kw):
-                    wv = int(w[wi]) - wz
-                    xzw = xz * wv
-                    wi += 1
-                    dx = kx * dw - pl
-                    ox0 = 0
-                    if dx < 0:
-                        ox0 = (sw - 1 - dx) // sw
-                    ox1 = 0
-                    if wd - 1 - dx >= 0:
-                        ox1 = (wd - 1 - dx) // sw + 1
-                    if ox1 > ow:
-                        ox1 = ow
-                    if ox1 < ox0:
-                        ox1 = ox0
-                    for oy in range(oh):
-                        iy = oy * sh + dy
-                        o = ob + oy * ow
-                        oe = o + ow
-                        if iy < 0 or iy >= h:  # the whole row reads padding
-                            while o < oe:
-                                acc[o] += xzw
-                                o += 1
-                            continue
-                        om = o + ox0
-                        while o < om:  # left padding
-                            acc[o] += xzw
-                            o += 1
-                        xi = xc + iy * wd + ox0 * sw + dx
-                        om = ob + oy * ow + ox1
-                        while o + 3 < om:
-                            acc[o] += int(x[xi]) * wv
-                            acc[o + 1] += int(x[xi + sw]) * wv
-                            acc[o + 2] += int(x[xi + 2 * sw]) * wv
-                            acc[o + 3] += int(x[xi + 3 * sw]) * wv
-                            xi += 4 * sw
-                            o += 4
-                        while o < om:
-                            acc[o] += int(x[xi]) * wv
-                            xi += sw
-                            o += 1
-                        while o < oe:  # right padding
-                            acc[o] += xzw
-                            o += 1
-    return cout * ohw * cig * kh * kw
 
 
 @micropython.viper

@@ -378,11 +378,27 @@ def qdq_maxpool(r, folder):
     return _qdq_pool(r, folder, "qdq_maxpool", "MaxPool", attrs, size)
 
 
+def quantize_qdq(float_path: str, out_path: str, calib: np.ndarray, per_channel: bool) -> str:
+    """onnxruntime's quantize_static (QDQ, int8, MinMax) calibrated on the rows of calib."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(float_path, out_path, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, per_channel=per_channel)
+    return out_path
+
+
 def quantize_static_chain(r, folder):
     """A random float graph (Conv, Relu, grouped Conv, Add, Clip, MaxPool or AveragePool,
     GlobalAveragePool, MatMul + Add, Gemm, Softmax) quantized by onnxruntime's quantizer."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     nd = int(r.integers(1, 3))
     c0, c1 = int(r.integers(1, 4)), 2 * int(r.integers(1, 5))
     size = [int(r.integers(8, 16)) for _ in range(nd)]
@@ -412,19 +428,7 @@ def quantize_static_chain(r, folder):
     fp = _save(nodes, [oh.make_tensor_value_info("x", TP.FLOAT, ["N", c0] + size)],
                [oh.make_tensor_value_info("scores", TP.FLOAT, ["N", 7])], inits, folder, "float_chain", drop_ms=True)
     xs = r.standard_normal([40, c0] + size).astype(np.float32)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": xs[i:i + 1]} for i in range(32)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    qp = str(folder / "quantize_static_chain.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_static(fp, qp, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, per_channel=bool(r.random() < 0.5))
+    qp = quantize_qdq(fp, str(folder / "quantize_static_chain.onnx"), xs[:32], bool(r.random() < 0.5))
     return Case(qp, xs[32:])
 
 

@@ -29,6 +29,7 @@ import qis.edge.model
 from qis.tools.qem import CompileError, requant_params
 from qis.tools.qem import compile as compile_model
 from qis.tools.qem.check import ort_reference, quantize_like_ort
+from qis.tools.qem.runtime import run_cpython
 from qis.tools.sim import micropython
 from qis.tools.sim.micropython import models_dir
 
@@ -173,24 +174,13 @@ def word32(monkeypatch):
     return kernels
 
 
-def run_rows(qem: bytes, rows: np.ndarray) -> dict[str, np.ndarray]:
-    m = qis.edge.model.Model(qem)
-    outs: dict[str, list] = {n: [] for n in m.output_names()}
-    for row in rows:
-        m.set_input_q(row.reshape(-1).view(np.uint8).tobytes())
-        m.run()
-        for n in outs:
-            outs[n].append(np.array(m.output(n)))
-    return {n: np.stack(v) for n, v in outs.items()}
-
-
 def _exact(path, x: np.ndarray) -> None:
     """Compile path, run x under 32-bit words, require onnxruntime's outputs bit for bit."""
     qem, qm = compile_model(path)
     t = qm.tensors[qm.inputs[0][1]]
     feed = x.astype(np.float32)
     xq = quantize_like_ort(feed, t.scale, t.zero_point, np.int8 if t.dtype == 0 else np.uint8)
-    got = run_rows(qem, xq.reshape(len(x), -1))
+    got = run_cpython(qem, xq.reshape(len(x), -1))
     ref = ort_reference(path, qm, feed)
     for name, _, _ in qm.outputs:
         np.testing.assert_array_equal(got[name].reshape(len(x), -1), ref[name]["q"].reshape(len(x), -1).astype(int))
@@ -248,7 +238,7 @@ def test_worst_case_accumulators_fit_or_are_refused(word32):
     the worst input; one more step and it refuses the layer, naming it."""
     k = 16_000  # 2 * 255**2 * K + |c| stays below 2**31
     qem, _ = compile_model(_extreme_matmul(k))
-    got = run_rows(qem, np.full((1, k), 255, np.uint8))["y"]
+    got = run_cpython(qem, np.full((1, k), 255, np.uint8))["y"]
     assert got.tolist() == [[-255 * 255 * k] * 3]
     with pytest.raises(CompileError, match=r"mmi \(MatMulInteger\): a partial sum can reach \d+, beyond int32"):
         compile_model(_extreme_matmul(17_000))
@@ -262,7 +252,7 @@ def test_conformance_graphs_under_32bit_words(word32, tmp_path):
         for seed in range(2):
             case = cg.GENERATORS[kind](np.random.default_rng(1000 + seed), tmp_path)
             qem, qm = compile_model(case.path)
-            got = run_rows(qem, case.rows(qm))
+            got = run_cpython(qem, case.rows(qm))
             ref = ort_reference(case.path, qm, case.feed)
             for name, _, _ in qm.outputs:
                 np.testing.assert_array_equal(got[name].reshape(len(got[name]), -1),

@@ -192,8 +192,6 @@ def test_stored_vector_models_are_current(tmp_path):
 
 def _avgpool_after_conv_relu(folder, per_channel: bool) -> str:
     """Conv2d + Relu, then AveragePool 2x2 stride 2, quantized by onnxruntime (issue 9, item 3)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     r = np.random.default_rng(0)
     inits = [nh.from_array((r.standard_normal((6, 2, 3, 3)) * 0.4).astype(np.float32), "w"),
              nh.from_array((r.standard_normal(6) * 0.1).astype(np.float32), "b")]
@@ -204,20 +202,8 @@ def _avgpool_after_conv_relu(folder, per_channel: bool) -> str:
                [oh.make_tensor_value_info("y", TP.FLOAT, ["N", 6, 4, 4])], inits)
     m.opset_import.pop()
     onnx.save(m, str(folder / "f.onnx"))
-    xs = r.standard_normal((50, 2, 8, 8)).astype(np.float32)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": xs[i:i + 1]} for i in range(50)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_static(str(folder / "f.onnx"), str(folder / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
-    return str(folder / "q.onnx")
+    calib = r.standard_normal((50, 2, 8, 8)).astype(np.float32)
+    return qem_graphs.quantize_qdq(str(folder / "f.onnx"), str(folder / "q.onnx"), calib, per_channel)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
