@@ -259,8 +259,11 @@ def fc(x: ptr8, w: ptr8, acc: ptr32, p: ptr32) -> int:
 def requant(acc: ptr32, y: ptr8, p: ptr32, n: int) -> int:
     """y[i] = sat(round_half_even(fl32(fl32(acc[i]) * M_c * 2**-S_c)) + yz) for n values.
 
-    p: inner C yz lo hi, M[C], S[C]; channel c = (i // inner) % C; lo/hi in stored form.
-    This is onnxruntime's MLAS requantization (float32 accumulator times a float32
+    p: inner C yz lo hi tie, M[C], S[C], and with tie != 0 W[C]; channel c = (i // inner) % C;
+    lo/hi in stored form. With tie, an accumulator whose v (below) lies within W[c] of a
+    rounding tie, or that takes the slow path while W[c] > 0, is overwritten by -2**31 for
+    float32.floatfix (onnxruntime computes that layer
+    in float32, which may round the other way there). This is onnxruntime's MLAS requantization (float32 accumulator times a float32
     multiplier M * 2**-S, M its 24-bit mantissa), in 32-bit integers. Fast path, for
     |acc| < 2**19 and 8 <= S - 12 <= 30: v = floor(P / 2**12) with P = acc * M, formed
     from M's 12-bit halves (|acc * mh| and |acc * ml| < 2**31, |v| < 2**31); float32 rounds
@@ -273,14 +276,20 @@ def requant(acc: ptr32, y: ptr8, p: ptr32, n: int) -> int:
     yz = int(p[2])
     lo_q = int(p[3])
     hi_q = int(p[4])
+    tie = int(p[5])
     lift = 0x10000
+    mark = 0 - 0x20000000
+    mark = mark * 4  # -2**31: no accumulator takes it (the compiler bounds |acc| < 2**31)
     i = 0
     while i < n:
         for c in range(nc):
-            mul = int(p[5 + c])
+            mul = int(p[6 + c])
             mh = mul >> 12
             ml = mul & 0xFFF
-            shift = int(p[5 + nc + c])
+            shift = int(p[6 + nc + c])
+            window = 0
+            if tie:
+                window = int(p[6 + 2 * nc + c])
             s2 = shift - 12
             fast = 0
             mask = 0
@@ -304,7 +313,11 @@ def requant(acc: ptr32, y: ptr8, p: ptr32, n: int) -> int:
                     elif r < -72:
                         q = v >> s2
                         slow = 0
+                    if window and r <= window and r >= 0 - window:
+                        acc[i] = mark
                 if slow:
+                    if window:
+                        acc[i] = mark
                     if a < 0:
                         q = 0 - int(requant_exact(0 - a, mul, shift))
                     else:

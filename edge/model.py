@@ -19,7 +19,7 @@ from .errors import ModelError
 
 
 
-VERSION = const(3)
+VERSION = const(4)
 _HEADER = "<4sHHIIHHHHII"
 _HEADER_LEN = const(32)
 _TENSOR = "<BBBBIIHHHHfi"
@@ -40,6 +40,7 @@ _OP_AVGSUM = const(5)
 _OP_ADD = const(6)
 _OP_LUT = const(7)
 _OP_AVGPOOL = const(8)
+_OP_FCFIX = const(9)
 _E = 2.718281828459045  # e, so that topk() needs no math module
 
 
@@ -152,6 +153,10 @@ class Model:
             from . import float32
 
             return (float32.avgpool, t[i0][5], t[o][5], p, 0)
+        if code == _OP_FCFIX:
+            from . import float32
+
+            return (float32.floatfix, t[i0][5], t[i1][5], t[o][5], p)
         raise ModelError("model uses opcode %d, unknown to this runtime" % code)
 
     # --- input ---

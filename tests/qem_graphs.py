@@ -346,6 +346,35 @@ def qdq_residual_add(r, folder):
     return Case(path, _float_rows(r, shape))
 
 
+def qdq_exposed_head(r, folder):
+    """Gemm -> Relu giving an "embedding" graph output that a second Gemm -> Softmax reads:
+    onnxruntime runs both Gemms in float32 (a tensor of their QDQ groups is a graph output),
+    as in the reference models' heads."""
+    k, n, classes = int(r.integers(2, 40)), int(r.integers(2, 20)), int(r.integers(2, 8))
+    b = _QDQ(r, np.int8)
+    x = b.act("x", "x")
+    xs = float(nh.to_array(b.inits[0]))
+    w1, ws1 = b.weight("w1", (n, k), n, 0)
+    b1 = b.const("b1", r.integers(-3000, 3000, n).astype(np.int32), (np.float32(xs) * ws1).astype(np.float32), 0, 0)
+    b.nodes += [oh.make_node("Gemm", [x, w1, b1], ["g1"], name="gemm1", transB=1),
+                oh.make_node("Relu", ["g1"], ["emb"], name="relu")]
+    es = float(np.float32(r.random() * 0.1 + 0.02))
+    b.inits += [_scalar("e_s", es), _scalar("e_z", -128, np.int8)]
+    b.nodes += [oh.make_node("QuantizeLinear", ["emb", "e_s", "e_z"], ["e_q"]),
+                oh.make_node("DequantizeLinear", ["e_q", "e_s", "e_z"], ["embedding"])]
+    w2, ws2 = b.weight("w2", (classes, n), classes, 0)
+    b2 = b.const("b2", r.integers(-3000, 3000, classes).astype(np.int32), (np.float32(es) * ws2).astype(np.float32),
+                 0, 0)
+    b.nodes.append(oh.make_node("Gemm", ["embedding", w2, b2], ["g2"], name="gemm2", transB=1))
+    logits = b.act("g2", "logits")
+    b.nodes.append(oh.make_node("Softmax", [logits], ["scores"], name="softmax", axis=1))
+    shape = ["N" if r.random() < 0.5 else 1, k]
+    path = _save(b.nodes, [oh.make_tensor_value_info("x", TP.FLOAT, shape)],
+                 [oh.make_tensor_value_info("scores", TP.FLOAT, None), oh.make_tensor_value_info("embedding", TP.FLOAT, None)],
+                 b.inits, folder, "qdq_exposed_head", drop_ms=True)
+    return Case(path, _float_rows(r, [k]))
+
+
 def _qdq_pool(r, folder, name, op, attrs, nd_shape):
     b = _QDQ(r, np.int8 if r.random() < 0.7 else np.uint8)
     c = int(r.integers(1, 4))
@@ -434,5 +463,5 @@ def quantize_static_chain(r, folder):
 
 GENERATORS = {f.__name__: f for f in (
     qlinearconv, qlinearmatmul, qgemm, qlinearadd, qlinearaveragepool, qlinearglobalaveragepool, maxpool,
-    matmulinteger, convinteger, qdq_conv, qdq_matmul_add, qdq_gemm, qdq_residual_add, qdq_averagepool,
+    matmulinteger, convinteger, qdq_conv, qdq_matmul_add, qdq_gemm, qdq_residual_add, qdq_exposed_head, qdq_averagepool,
     qdq_globalaveragepool, qdq_maxpool, quantize_static_chain)}

@@ -91,7 +91,7 @@ def test_requant_rounds_half_to_even_and_saturates():
     # (1 and -1: products below 2**24 take the kernel's short path)
     acc = array("i", [3, 5, -3, -5, 1000, -1000, 0, 7, 1, -1])
     y = bytearray(10)
-    p = array("i", [1, 1, 128 + 0, 0, 255, 1 << 23, 24])  # int8 out, zp 0, full range
+    p = array("i", [1, 1, 128 + 0, 0, 255, 0, 1 << 23, 24])  # int8 out, zp 0, full range
     kernels.requant(acc, y, p, 10)
     assert [v - 128 for v in y] == [2, 2, -2, -2, 127, -128, 0, 4, 0, 0]
 
@@ -100,7 +100,7 @@ def test_requant_clamp_and_per_channel():
     # two channels of inner size 2: multipliers 1.0 and 0.25, relu clamp at zp -10
     acc = array("i", [-7, 9, 6, 10])
     y = bytearray(4)
-    p = array("i", [2, 2, 118, 118, 255, 1 << 23, 1 << 23, 23, 25])
+    p = array("i", [2, 2, 118, 118, 255, 0, 1 << 23, 1 << 23, 23, 25])
     kernels.requant(acc, y, p, 4)
     # ch0: -7 -> -17 clamped to -10; 9 -> -1.  ch1: 1.5 -> 2 -> -8; 2.5 -> 2 -> -8
     assert [v - 128 for v in y] == [-10, -1, -8, -8]
@@ -110,13 +110,30 @@ def test_requant_emulates_the_float32_product():
     # m = float32 9.624655e-05 = 13228025 * 2**-37. acc * m = 115.4999977 exactly, but
     # float32(acc * m) = 115.5 -> half to even -> 116, which onnxruntime (MLAS) produces.
     y = bytearray(2)
-    p = array("i", [1, 1, 128, 0, 255, 13228025, 37])
+    p = array("i", [1, 1, 128, 0, 255, 0, 13228025, 37])
     kernels.requant(array("i", [1200043]), y, p, 1)
     assert y[0] - 128 == 116  # exact rounding would give 115
     # m = 10348501 * 2**-35: -91.4999982 exactly, float32 -91.5 -> -92
-    p = array("i", [1, 1, 128, 0, 255, 10348501, 35])
+    p = array("i", [1, 1, 128, 0, 255, 0, 10348501, 35])
     kernels.requant(array("i", [-303804]), y, p, 1)
     assert y[0] - 128 == -92
+
+
+def test_requant_marks_values_near_a_tie_for_the_float_path():
+    # multiplier 2**-12 (shift 35): v = acc * 2**11 and a tie where acc = 2048 (mod 4096);
+    # a window of 3 * 2**11 marks |acc - 2048| <= 3
+    acc = array("i", [2048 + 2, 2048 + 500, 3 * 4096, -2048 - 3])
+    y = bytearray(4)
+    kernels.requant(acc, y, array("i", [1, 1, 128, 0, 255, 1, 1 << 23, 35, 3 << 11]), 4)
+    mark = -(1 << 31)
+    assert [a == mark for a in acc] == [True, False, False, True]
+    assert [v - 128 for v in y] == [1, 1, 3, -1]  # written as the integer path rounds
+    big = array("i", [1 << 20])  # the slow path: marked while the window is not 0
+    kernels.requant(big, y, array("i", [1, 1, 128, 0, 255, 1, 1 << 23, 35, 3 << 11]), 1)
+    assert big[0] == mark
+    big = array("i", [1 << 20])
+    kernels.requant(big, y, array("i", [1, 1, 128, 0, 255, 1, 1 << 23, 35, 0]), 1)
+    assert big[0] == 1 << 20
 
 
 def test_maxpool_padding_and_stride():

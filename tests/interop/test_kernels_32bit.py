@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import subprocess
+from fractions import Fraction
 import sys
 import types
 from array import array
@@ -28,7 +29,7 @@ import qis.edge
 import qis.edge.model
 from qis.tools.qem import CompileError, requant_params
 from qis.tools.qem import compile as compile_model
-from qis.tools.qem.check import ort_reference, quantize_like_ort
+from qis.tools.qem.check import compare, ort_reference, quantize_like_ort
 from qis.tools.qem.runtime import run_cpython
 from qis.tools.sim import micropython
 from qis.tools.sim.micropython import models_dir
@@ -66,6 +67,8 @@ class Word32:
     __rmul__ = _op(lambda a, b: b * a)
     __floordiv__ = _op(lambda a, b: a // b)
     __rfloordiv__ = _op(lambda a, b: b // a)
+    __mod__ = _op(lambda a, b: a % b)
+    __rmod__ = _op(lambda a, b: b % a)
     __and__ = _op(lambda a, b: a & b)
     __rand__ = _op(lambda a, b: b & a)
     __or__ = _op(lambda a, b: a | b)
@@ -180,10 +183,8 @@ def _exact(path, x: np.ndarray) -> None:
     t = qm.tensors[qm.inputs[0][1]]
     feed = x.astype(np.float32)
     xq = quantize_like_ort(feed, t.scale, t.zero_point, np.int8 if t.dtype == 0 else np.uint8)
-    got = run_cpython(qem, xq.reshape(len(x), -1))
-    ref = ort_reference(path, qm, feed)
-    for name, _, _ in qm.outputs:
-        np.testing.assert_array_equal(got[name].reshape(len(x), -1), ref[name]["q"].reshape(len(x), -1).astype(int))
+    res = compare(qm, ort_reference(path, qm, feed), run_cpython(qem, xq.reshape(len(x), -1)))
+    assert res["exact_fraction"] == 1.0 and res["max_lsb_diff"] == 0, res
 
 
 def test_word32_catches_what_a_64bit_word_hides():
@@ -215,10 +216,57 @@ def test_requant_under_32bit_words_matches_float32_for_any_int32(word32):
     for mult in np.concatenate([2.0 ** r.uniform(-40, 8, 60), [2.0**-40, 2.0**8 - 1, 0.5, 1.0]]).astype(np.float32):
         big, shift = requant_params(mult)
         y = bytearray(len(accs))
-        word32.requant(array("i", accs.tolist()), y, array("i", [1, 1, 128, 0, 255, big, shift]), len(accs))
+        word32.requant(array("i", accs.tolist()), y, array("i", [1, 1, 128, 0, 255, 0, big, shift]), len(accs))
         want = np.rint(accs.astype(np.float32) * np.float32(big * 2.0**-shift)).astype(np.float64)
         np.testing.assert_array_equal(np.frombuffer(bytes(y), np.uint8).astype(int) - 128,
                                       np.clip(want, -128, 127), err_msg="multiplier %r" % float(mult))
+
+
+def _unpack(v) -> tuple[int, int, int]:
+    bits = int(np.array([v], np.float32).view(np.uint32)[0])
+    return bits >> 31, ((bits >> 23) & 0xFF) - 150, (bits & 0x7FFFFF) | 0x800000
+
+
+def _round_f32(value: Fraction) -> float:
+    """value rounded to float32, half to even, exactly (Fraction in, float out)."""
+    if value == 0:
+        return 0.0
+    sign, mag = (-1 if value < 0 else 1), abs(value)
+    e = mag.numerator.bit_length() - mag.denominator.bit_length()
+    while Fraction(2) ** e > mag:
+        e -= 1
+    while Fraction(2) ** (e + 1) <= mag:
+        e += 1
+    scaled = mag / Fraction(2) ** (e - 23)
+    q, r = divmod(scaled.numerator, scaled.denominator)
+    if 2 * r > scaled.denominator or (2 * r == scaled.denominator and q & 1):
+        q += 1
+    return sign * float(Fraction(q) * Fraction(2) ** (e - 23))
+
+
+def test_float32_fma_is_exact_under_32bit_words():
+    """float32.floatfix's fused multiply-add, against exact rounding of a * b + s: random
+    magnitudes, cancellations, far-apart exponents and zeros, with 32-bit words."""
+    fma = word32_module("float32")._fma
+    r = np.random.default_rng(1)
+    for trial in range(3000):
+        a = np.float32(r.standard_normal() * 2.0 ** r.integers(-12, 12))
+        b = np.float32(r.standard_normal() * 2.0 ** r.integers(-12, 12))
+        s0 = [np.float32(r.standard_normal() * 2.0 ** r.integers(-40, 40)),
+              np.float32(-float(a) * float(b) * (1 + r.standard_normal() * 2.0**-22)),
+              np.float32(0), np.float32(float(a) * float(b) * 2.0 ** r.integers(-60, 60))][trial % 4]
+        p = array("i", [0] * 21)
+        if s0 != 0:
+            sg, e, m = _unpack(s0)
+            p[10], p[11], p[12] = sg, e + 4096, m
+        words = []
+        for v in (a, b):
+            sg, e, m = _unpack(v)
+            words += [((e + 24 - e) << 25) | (sg << 24) | m, 24 - e]  # t = 24 for each
+        fma(p, *words)
+        got = 0.0 if p[12] == 0 else (-1.0 if p[10] else 1.0) * p[12] * 2.0 ** (p[11] - 4096)
+        want = _round_f32(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(s0)))
+        assert got == want, (a, b, s0, got, want)
 
 
 def _extreme_matmul(k: int, n: int = 3) -> onnx.ModelProto:
@@ -252,12 +300,8 @@ def test_conformance_graphs_under_32bit_words(word32, tmp_path):
         for seed in range(2):
             case = cg.GENERATORS[kind](np.random.default_rng(1000 + seed), tmp_path)
             qem, qm = compile_model(case.path)
-            got = run_cpython(qem, case.rows(qm))
-            ref = ort_reference(case.path, qm, case.feed)
-            for name, _, _ in qm.outputs:
-                np.testing.assert_array_equal(got[name].reshape(len(got[name]), -1),
-                                              ref[name]["q"].reshape(len(got[name]), -1).astype(int),
-                                              err_msg="%s seed %d" % (kind, seed))
+            res = compare(qm, ort_reference(case.path, qm, case.feed), run_cpython(qem, case.rows(qm)))
+            assert res["exact_fraction"] == 1.0 and res["max_lsb_diff"] == 0, (kind, seed, res)
 
 
 @pytest.mark.parametrize("arch", ["xtensawin", "armv7m"])

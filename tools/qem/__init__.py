@@ -13,7 +13,8 @@ Accepted graphs (opset >= 10; a fixed batch of 1 or a symbolic batch, compiled a
 - QuantizeLinear on the graph input; DequantizeLinear, or DequantizeLinear -> Softmax, on
   outputs (a Softmax output keeps its int8 logits; the device applies Softmax on demand).
 Anything else is refused with CompileError naming the node, its op type and the reason.
-The numerics are onnxruntime's CPU kernels' (qis.tools.qem.numerics).
+The numerics are onnxruntime's CPU kernels' (qis.tools.qem.numerics), including the QDQ
+groups it leaves in float32 (qis.tools.qem.fusion asks its optimizer which).
 """
 from __future__ import annotations
 

@@ -9,9 +9,11 @@ fixed batch B gets them B at a time.
 
 Comparison is in the quantized domain. For an output made by DequantizeLinear, ORT's int8
 is recovered exactly from its float: q = rint(f / scale) + zp. For an output behind a
-Softmax, the int8 logits feeding it are compared (exposed from a second session of the
-same graph with that tensor added as an output); argmax_agreement compares the argmax of
-the logits, argmax_agreement_scores the argmax of ORT's probabilities (ties: first index).
+float Softmax, the int8 logits feeding it are compared up to the common shift Softmax
+removes (all the graph's output shows): log(p_i / p_max) / scale recovers them exactly
+from ORT's probabilities (exposing them as an output would change how onnxruntime fuses
+the layer before them). argmax_agreement compares the argmax of the logits,
+argmax_agreement_scores the argmax of ORT's probabilities (ties: first index).
 Both sides get the same 8-bit input: x is quantized on the host as ORT's QuantizeLinear
 does (float32 x / scale, round half to even, saturate).
 The last line printed is one JSON object: n, exact_fraction, max_lsb_diff,
@@ -76,29 +78,55 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
     return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
 
 
+def _softmax_output(graph: onnx.GraphProto, out: str) -> bool:
+    """Is graph output `out` made by a float Softmax (probabilities not quantized again)?"""
+    node = _producer(graph, out)
+    return node is not None and node.op_type == "Softmax"
+
+
+def relative_logits(probs: np.ndarray, scale: float) -> np.ndarray:
+    """The int8 logits behind float Softmax probabilities, relative to each row's largest:
+    log(p_i / p_max) = scale * (q_i - q_max), exact to ~1e-6 LSB in float32."""
+    p = probs.reshape(len(probs), -1).astype(np.float64)
+    if (p <= 0).any():
+        raise ToolError("a Softmax probability underflowed to 0: its logit cannot be recovered")
+    top = p.argmax(axis=1)
+    return np.rint((np.log(p) - np.log(p[np.arange(len(p)), top])[:, None]) / float(np.float32(scale))).astype(np.int64)
+
+
 def ort_reference(model_path: str | Path, qm: F.QemModel, x: np.ndarray) -> dict:
-    """ORT's outputs for the rows of x, by output name: {"q": 8-bit/int32 values} (and
-    "argmax" of the probabilities for Softmax outputs)."""
+    """ORT's outputs for the rows of x, by output name: {"q": 8-bit/int32 values}; for a
+    Softmax output, the int8 logits behind it. A float Softmax's logits are recovered from
+    its probabilities ("rel": relative to the largest, all the graph's output shows):
+    exposing them as an output would change how onnxruntime fuses the layer before (it
+    does). The logits of quantized probabilities (QLinearSoftmax, or a Softmax between
+    DequantizeLinear and QuantizeLinear) are exposed from a second session: for such a
+    graph the reference can differ from what onnxruntime computes without the exposure."""
     import onnxruntime as ort
 
     model = onnx.load(str(model_path))
     batch = fixed_batch(model)
     feed = model.graph.input[0].name
-    extra = [(name, _logits_tensor(model.graph, name)) for name, _, flags in qm.outputs if flags & F.IOF_SOFTMAX]
-    have = {o.name for o in model.graph.output}
-    for _, tensor in extra:
-        if tensor not in have:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-            have.add(tensor)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     res = dict(zip([o.name for o in sess.get_outputs()], _run_batched(sess, feed, x, batch)))
+    extra = [(name, _logits_tensor(model.graph, name)) for name, _, flags in qm.outputs
+             if flags & F.IOF_SOFTMAX and not _softmax_output(model.graph, name)]
+    if extra:
+        for _, tensor in extra:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        sess2 = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        res.update(zip([o.name for o in sess2.get_outputs()], _run_batched(sess2, feed, x, batch)))
     ref: dict[str, dict] = {}
     logits = dict(extra)
     for name, tid, flags in qm.outputs:
         t = qm.tensors[tid]
         val = res[name]
         if flags & F.IOF_SOFTMAX:
-            ref[name] = {"argmax": val.reshape(len(val), -1).argmax(axis=1), "q": res[logits[name]]}
+            ref[name] = {"argmax": val.reshape(len(val), -1).argmax(axis=1)}
+            if name in logits:
+                ref[name]["q"] = res[logits[name]]
+            else:
+                ref[name]["rel"] = relative_logits(val, t.scale)
         elif val.dtype == np.float32:
             dt = {F.DT_INT8: np.int8, F.DT_UINT8: np.uint8}[t.dtype]
             ref[name] = {"q": (np.rint(val / np.float32(t.scale)).astype(np.int64) + t.zero_point).astype(dt)}
@@ -115,8 +143,12 @@ def compare(qm: F.QemModel, ref: dict, got: dict[str, np.ndarray]) -> dict:
     agree = []
     for name, _tid, flags in qm.outputs:
         g = got[name].astype(np.int64)
-        r = ref[name]["q"].astype(np.int64).reshape(len(g), -1)
-        g = g.reshape(len(r), -1)
+        g = g.reshape(len(g), -1)
+        if "rel" in ref[name]:  # logits up to the shift Softmax removes
+            r = ref[name]["rel"]
+            g = g - g[np.arange(len(g)), r.argmax(axis=1)][:, None]
+        else:
+            r = ref[name]["q"].astype(np.int64).reshape(len(g), -1)
         d = np.abs(r - g)
         entry = {"elements": int(d.size), "exact_fraction": float((d == 0).mean()), "max_lsb_diff": int(d.max())}
         if flags & F.IOF_SOFTMAX:

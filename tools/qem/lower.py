@@ -143,10 +143,22 @@ class Lowering:
                 acc, shape = prog.conv(where(node_c), v.src[0], info["w"], info["wzp"], info["bias"], info["window"],
                                        info["group"], True)
                 inner = int(np.prod(shape[2:]))
+                geometry = prog.ops[-1].params[:16]
             else:
                 acc, shape = prog.fc(where(node_c), v.src[0], info["w"], info["wzp"], info["bias"], True)
-                inner = 1
-            prog.requant(where(node_c), acc, y, mults, inner, lo, hi)
+                inner, geometry = 1, None
+            if not self.runs_in_float(node_c):
+                prog.requant(where(node_c), acc, y, mults, inner, lo, hi)
+            else:  # onnxruntime's float MatMul/Gemm/Conv: integers, float32 where near a tie
+                w = info["w"].reshape(info["w"].shape[0], -1)
+                ties = N.fc_tie_lsb(w.shape[1], xs, w, info["wzp"], info["w_scale"], info["bias"],
+                                    info.get("bias_scale"), sc)
+                wz = np.broadcast_to(np.asarray(info["wzp"], np.int64).reshape(-1), (w.shape[0],))
+                bias = np.zeros(w.shape[0]) if info["bias"] is None else np.asarray(info["bias"]).reshape(-1)
+                max_acc = (np.abs(bias) + 255 * np.abs(w.astype(np.int64) - wz[:, None]).sum(axis=1)).astype(int)
+                prog.requant(where(node_c), acc, y, mults, inner, lo, hi, ties, max_acc.tolist())
+                prog.floatfix(where(node_c), v.src[0], acc, y, w, info["wzp"], info["w_scale"], info["bias"],
+                              info.get("bias_scale"), lo, hi, geometry)
         elif v.kind == "add":
             self._add(v, y, lo, hi)
         else:

@@ -21,6 +21,11 @@ float32 arithmetic into tables the kernels index:
   qis.tools.qem.fusion): rint(fl32(fl32(dq(a) + dq(b)) / y_scale)) + y_zp, saturated.
 - DequantizeLinear -> QuantizeLinear (a rescale): fl32(fl32(x_scale * (x - zp)) / y_scale),
   round half to even, + y_zp, saturate: a 256-entry table.
+- A MatMul/Gemm/Conv onnxruntime leaves in float32 (see fusion): on the dequantized values,
+  s = fma(x, w, s) over the taps in order from 0 (a Conv's as (ci, ky, kx), padding
+  skipped), then s + bias, then QuantizeLinear. The integer result equals it except near
+  a rounding tie; kernels.requant marks values within a derived bound of one
+  (fc_tie_lsb) and float32.floatfix recomputes them exactly.
 
 The float sums of AveragePool and Add are emulated exactly by kernels.fsum on "packed"
 float32 values; what follows the sum (divide, quantize, round, clamp) is a monotonic map
@@ -229,3 +234,78 @@ def avgpool_tables(x_signed: bool, x_scale, x_zp: int, y_scale, y_zp: int, count
         return np.clip(q, qmin, qmax)
 
     return pack(d, offset), threshold_words(thresholds(quantize, qmin, qmax), offset)
+
+
+# --- a MatMul/Gemm/Conv that onnxruntime runs in float32 (kernels.requant marks, float32.floatfix) ---
+
+U = 2.0**-24  # float32 unit roundoff
+FAST_MARGIN = 72  # kernels.requant's own uncertainty, in units of its v
+
+
+def fc_tie_lsb(k: int, x_scale, w_nk: np.ndarray, wzp: np.ndarray, w_scale: np.ndarray,
+               bias: np.ndarray | None, bias_scale: np.ndarray | None, y_scale) -> list[float]:
+    """Per output channel, a bound (in output LSB) on |float path - integer path| before
+    rounding: the float path (dequantized products, an FMA chain of K steps, the bias, the
+    division by y_scale) and the integer path (fl32(acc) * fl32(fl32(xs * ws) / ys)) are each
+    within (K + 1) * 2**-24 plus a few units of 2**-24 (relative to the largest sum any 8-bit
+    input can make) of the exact value (xs * ws * acc + bias) / ys; K + 8 covers both."""
+    n = w_nk.shape[0]
+    xs = float(F32(x_scale))
+    ws = np.broadcast_to(np.asarray(w_scale, np.float64).reshape(-1), (n,))
+    wz = np.broadcast_to(np.asarray(wzp, np.int64).reshape(-1), (n,))
+    spread = 255.0 * xs * ws * np.abs(w_nk.astype(np.int64) - wz[:, None]).sum(axis=1)
+    out = []
+    for c in range(n):
+        b = 0.0 if bias is None else float(np.asarray(bias).reshape(-1)[c])
+        sb = 0.0 if bias_scale is None else float(np.broadcast_to(np.asarray(bias_scale).reshape(-1), (n,))[c])
+        mismatch = abs(sb - float(F32(F32(xs) * F32(ws[c])))) * abs(b)
+        out.append(((k + 8) * U * (spread[c] + abs(sb * b) + abs(xs * ws[c] * b)) + mismatch) / float(F32(y_scale)))
+    return out
+
+
+def tie_window(tie_lsb: float, mult: int, shift: int, max_acc: int) -> int:
+    """kernels.requant's marking window, in units of its v = P / 2**12: within this of a tie.
+    0 for a channel whose values stay below half an LSB for every input (a dead or nearly
+    dead channel: max |acc| * multiplier + the float error < 1/2): both paths give 0."""
+    if max_acc * mult * 2.0**-shift + tie_lsb < 0.5:
+        return 0
+    units = tie_lsb * 2.0 ** (shift - 12)
+    return int(min(FAST_MARGIN + math.ceil(units) + 1, 1 << 30))
+
+
+def _pack_span(values: np.ndarray, what: str) -> tuple[list[int], int]:
+    """Packed words of float32 values with the offset that puts the smallest nonzero at t = 1."""
+    nonzero = np.abs(values[values != 0])
+    if not nonzero.size:
+        return [0] * len(values), 1
+    offset = _offset(float(nonzero.min()), float(nonzero.max()), what)
+    return pack(values, offset), offset
+
+
+def floatfix_tables(x_signed: bool, x_scale, x_zp: int, w_nk: np.ndarray, wzp: np.ndarray, w_scale: np.ndarray,
+                    bias: np.ndarray | None, bias_scale: np.ndarray | None, y_scale, y_zp: int,
+                    qmin: int, qmax: int, geometry: list[int]) -> list[int]:
+    """float32.floatfix's parameters after M K N q0: nthr ox 0 ob o1 ov, scratch, the
+    geometry (16 words and the conv flag), X, W, B, the offsets of W's rows, ONE, thresholds."""
+    n, k = w_nk.shape
+    x_deq = (F32(x_scale) * (raw_values(x_signed) - x_zp).astype(F32)).astype(F32)
+    ws = np.broadcast_to(np.asarray(w_scale, F32).reshape(-1), (n,))
+    wz = np.broadcast_to(np.asarray(wzp, np.int64).reshape(-1), (n,))
+    w_deq = (ws[:, None] * (w_nk.astype(np.int64) - wz[:, None]).astype(F32)).astype(F32).reshape(-1)
+    if bias is None:
+        b_deq = np.zeros(n, F32)
+    else:
+        sb = np.broadcast_to(np.asarray(bias_scale, F32).reshape(-1), (n,))
+        b_deq = (sb * np.asarray(bias).reshape(-1).astype(F32)).astype(F32)
+    xt, ox = _pack_span(x_deq, "dequantized inputs")
+    rows = [_pack_span(w_deq[c * k:(c + 1) * k], "dequantized weights") for c in range(n)]  # per channel
+    wt = [word for words, _ in rows for word in words]
+    bt, ob = _pack_span(b_deq, "dequantized biases")
+    ov = 24 - int(_exponent(np.array([F32(y_scale)]))[0])
+
+    def quantize(v: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint((v / F32(y_scale)).astype(F32)) + y_zp, qmin, qmax)
+
+    thr = threshold_words(thresholds(quantize, qmin, qmax), ov)
+    one = (1 << 25) | 0x800000  # 1.0 with offset 24
+    return [len(thr), ox, 0, ob, 24, ov] + [0] * 11 + geometry + xt + wt + bt + [off for _, off in rows] + [one] + thr

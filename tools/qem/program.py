@@ -131,17 +131,41 @@ class Program:
         self.macs += m * n * k
         return acc, out_shape
 
-    def requant(self, where: str, acc: int, out: int, mults: list, inner: int, lo: int, hi: int) -> None:
-        """out = sat(round(fl32(acc) * mult[c]) + zp) with channel c = (i // inner) % C."""
+    def requant(self, where: str, acc: int, out: int, mults: list, inner: int, lo: int, hi: int,
+                tie_lsb: list[float] | None = None, max_acc: list[int] | None = None) -> None:
+        """out = sat(round(fl32(acc) * mult[c]) + zp) with channel c = (i // inner) % C.
+        tie_lsb: per channel, how close (in output LSB) to a rounding tie a value must come
+        to be marked for floatfix(); max_acc: per channel, the largest |acc| any input gives."""
         t = self.tensors[out]
         try:
             ms = [N.requant_params(m) for m in mults]
         except ValueError as exc:
             raise CompileError("%s: %s" % (where, exc)) from None
         sg = self.signed(out)
-        params = [inner, len(ms), N.stored(sg, t.zero_point), N.stored(sg, lo), N.stored(sg, hi)]
+        params = [inner, len(ms), N.stored(sg, t.zero_point), N.stored(sg, lo), N.stored(sg, hi), int(bool(tie_lsb))]
         params += [m for m, _ in ms] + [s for _, s in ms]
+        if tie_lsb:
+            params += [N.tie_window(e, m, s, a) for e, (m, s), a in zip(tie_lsb, ms, max_acc)]
         self.ops.append(F.Op(F.OP_REQUANT, acc, out=out, params=params))
+
+    def floatfix(self, where: str, x: int, acc: int, y: int, w_nk: np.ndarray, wzp: np.ndarray,
+                 w_scale: np.ndarray, bias: np.ndarray | None, bias_scale: np.ndarray | None, lo: int, hi: int,
+                 conv: list[int] | None = None) -> None:
+        """Recompute in float32, as onnxruntime's float MatMul/Gemm/Conv does, the outputs
+        that requant() marked near a tie (see float32.floatfix); conv: the conv's geometry
+        (its parameter block's first 16 words), else one row of a fully connected layer."""
+        xt, yt = self.tensors[x], self.tensors[y]
+        n, k = w_nk.shape
+        if conv is None and xt.nelem != k:
+            raise CompileError("%s: onnxruntime runs this layer in float32 on %d rows; the edge runtime reproduces "
+                               "a float MatMul/Gemm of one row only" % (where, xt.nelem // k))
+        geometry = (conv if conv is not None else [0] * 14 + [1, 0]) + [int(conv is not None)]
+        try:
+            tables = N.floatfix_tables(self.signed(x), xt.scale, xt.zero_point, w_nk, wzp, w_scale, bias, bias_scale,
+                                       yt.scale, yt.zero_point, lo, hi, geometry)
+        except ValueError as exc:
+            raise CompileError("%s: %s" % (where, exc)) from None
+        self.ops.append(F.Op(F.OP_FCFIX, x, acc, y, params=[1, k, n, N.stored(self.signed(y), lo)] + tables))
 
     def global_sum(self, where: str, x: int) -> tuple[int, int]:
         """Per-channel sums of (x - zp) over all positions: (int32 tensor [1,C], count)."""

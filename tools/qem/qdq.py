@@ -75,13 +75,13 @@ def _weight(lw: Lowering, node, i: int, what: str, channel_axis: int) -> Const:
     return c
 
 
-def _bias(lw: Lowering, node, i: int) -> np.ndarray | None:
+def _bias(lw: Lowering, node, i: int) -> Const | None:
     if i >= len(node.input) or not node.input[i]:
         return None
     c = lw.const(node, i, "bias")
     if c.scale is None or c.value.dtype != np.int32:
         raise CompileError("%s: bias must be an int32 initializer behind a DequantizeLinear" % where(node))
-    return c.value
+    return c
 
 
 def conv(lw: Lowering, node, attrs) -> None:
@@ -100,14 +100,16 @@ def conv(lw: Lowering, node, attrs) -> None:
         raise CompileError("%s: kernel_shape %s differs from the weight %s" % (where(node), attrs["kernel_shape"],
                                                                              w.value.shape))
     win = lw.window_of(node, x.src[0], list(w.value.shape[2:]), attrs)
-    info = dict(node=node, w=w.value, wzp=np.asarray(w.zp), w_scale=w.scale, bias=_bias(lw, node, 2), window=win,
-                group=group)
+    bias = _bias(lw, node, 2)
+    info = dict(node=node, w=w.value, wzp=np.asarray(w.zp), w_scale=w.scale, bias=None if bias is None else bias.value,
+                bias_scale=None if bias is None else bias.scale, window=win, group=group)
     lw.env[node.output[0]] = Pending("conv", [x.src[0]], (1, cout) + tuple(win.out), info)
 
 
-def _fc(lw: Lowering, node, w_nk: np.ndarray, c: Const, bias) -> None:
+def _fc(lw: Lowering, node, w_nk: np.ndarray, c: Const, bias: Const | None) -> None:
     x = _dequantized(lw, node, 0)
-    info = dict(node=node, w=np.ascontiguousarray(w_nk), wzp=np.asarray(c.zp), w_scale=c.scale, bias=bias)
+    info = dict(node=node, w=np.ascontiguousarray(w_nk), wzp=np.asarray(c.zp), w_scale=c.scale,
+                bias=None if bias is None else bias.value, bias_scale=None if bias is None else bias.scale)
     lw.env[node.output[0]] = Pending("fc", [x.src[0]], tuple(x.shape[:-1]) + (w_nk.shape[0],), info)
 
 

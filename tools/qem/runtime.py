@@ -54,7 +54,8 @@ def main():
     after = gc.mem_alloc()
     peak = micropython.mem_peak() - peak
     print("%%d %%d %%d %%d" %% (loaded - base, after - before, peak, gc.mem_free()))
-    print(" ".join(str(v) for v in m.output(m.output_names()[0])))
+    for name in m.output_names():
+        print(name, " ".join(str(v) for v in m.output(name)))
 
 
 main()
@@ -104,7 +105,7 @@ def run_micropython(qem: bytes, rows: np.ndarray, heap: str = "256K", progress: 
 
 def micropython_memory(qem: bytes, row: np.ndarray, heap: str = "64K", lib: Path | None = None) -> dict:
     """One inference under `micropython -X heapsize=HEAP`: model bytes after load, heap growth
-    and micropython.mem_peak() delta of one run(), free heap, and the first output. lib: a
+    and micropython.mem_peak() delta of one run(), free heap, and the outputs. lib: a
     folder whose edge/ package replaces the source one (precompiled .mpy, as on a board)."""
     with tempfile.TemporaryDirectory() as tmp:
         qp, ip, dp = Path(tmp, "m.qem"), Path(tmp, "x.bin"), Path(tmp, "mem.py")
@@ -116,7 +117,9 @@ def micropython_memory(qem: bytes, row: np.ndarray, heap: str = "64K", lib: Path
     out = proc.stdout.decode()
     if proc.returncode != 0:
         raise ToolError("the edge runtime under MicroPython (heap %s) failed: %s%s" % (heap, out, proc.stderr.decode()))
-    head, first = out.strip().splitlines()[-2:]
-    loaded, grew, peak, free = (int(v) for v in head.split())
+    lines = out.strip().splitlines()
+    start = next(i for i, line in enumerate(lines) if len(line.split()) == 4 and line.split()[0].isdigit())
+    loaded, grew, peak, free = (int(v) for v in lines[start].split())
+    outputs = {line.split()[0]: np.array([[int(v) for v in line.split()[1:]]]) for line in lines[start + 1:]}
     return {"heap": heap, "model_bytes_after_load": loaded, "run_heap_growth": grew,
-            "run_mem_peak_delta": peak, "free_after_run": free, "output": [int(v) for v in first.split()]}
+            "run_mem_peak_delta": peak, "free_after_run": free, "outputs": outputs}

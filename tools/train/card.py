@@ -137,8 +137,8 @@ def model_card(m: dict) -> str:
         "MicroPython unix port it agrees with onnxruntime bit for bit on all 4,500 test beats "
         "(`qis model check model.int8.onnx --data X.npz --runtime micropython`), so its accuracy "
         "is the int8 column above. (onnxruntime computes the layers next to the `embedding` output in "
-        "float32, as that tensor is also a graph output; the runtime computes them in integers, equal on "
-        "these beats but not proved equal on every input: docs/EVIDENCE.md.) The emulated devices feed it beats cut from a 360 Hz MLII "
+        "float32, as that tensor is also a graph output; the runtime reproduces that float32 path too: "
+        "docs/EVIDENCE.md.) The emulated devices feed it beats cut from a 360 Hz MLII "
         "recording (MIT-BIH record 208), negated to ECG5000's polarity: another patient and "
         "another preprocessing, so expect a domain shift there (docs/EVIDENCE.md).",
     ]
