@@ -9,7 +9,8 @@
 # - 32-bit data (accumulators, parameter blocks) are array('i') objects.
 # - Every kernel is written once. On MicroPython it is compiled with @micropython.viper
 #   (machine-word ints); on CPython the decorator is the identity and the same source runs
-#   as plain Python. tests/edge/test_word32.py runs this very source with 32-bit words.
+#   as plain Python. tests/interop/test_kernels_32bit.py runs this very source with 32-bit
+#   machine words.
 #
 # 32-bit machine words (ESP32, RP2040, any Cortex-M): every intermediate of every kernel
 # fits a signed 32-bit word for all 8-bit inputs and every parameter the compiler emits.
@@ -17,14 +18,16 @@
 # - conv/fc accumulators: |acc| <= |bias| + X * sum|w - wz| per output channel; the
 #   compiler computes this sum exactly and refuses a layer where it reaches 2**31 (fc
 #   also checks its folded partial sums, see fc()).
-# - requant: |acc| < 2**31 is first rounded to 24 significant bits (as float32 does), so
-#   a < 2**24; the 24-bit multiplier M is split in 12-bit halves, so every partial product
-#   is below 2**24 and every sum below 2**26 (derivation on requant()).
-# - The float32 paths of onnxruntime (Add, AveragePool) are emulated in edge/float32.py,
-#   which states its own bounds; a model without those ops never imports it.
+# - requant: the fast path multiplies |acc| < 2**19 by 12-bit halves of the 24-bit
+#   multiplier (products and their sum < 2**31); requant_exact() first rounds |acc| < 2**31
+#   to 24 significant bits (as float32 does), so every partial product is below 2**24 and
+#   every sum below 2**26 (derivations on both).
+# - The float32 paths of onnxruntime are emulated in edge/float32.py (Add, AveragePool)
+#   and edge/floatfix.py (MatMul/Gemm/Conv near a tie), which state their own bounds; a
+#   model without those ops never imports them.
 # - Constants: viper loads any literal above 2**30 as an object on a 32-bit port, so none
 #   appears; MicroPython's small ints are 31-bit there, and a viper function returns only
-#   values below 2**29 so that returning never allocates.
+#   small ints (counts, keys below 2**29) so that returning never allocates.
 # - A viper ptr32 load is zero-extended on a 64-bit port and sign-extended on a 32-bit
 #   one. Signed words are read as `v = int(p[i])` then
 #   `if (v >> 31) == 1: v -= lift * lift` with the local `lift = 0x10000`: only a
@@ -262,7 +265,7 @@ def requant(acc: ptr32, y: ptr8, p: ptr32, n: int) -> int:
     p: inner C yz lo hi tie, M[C], S[C], and with tie != 0 W[C]; channel c = (i // inner) % C;
     lo/hi in stored form. With tie, an accumulator whose v (below) lies within W[c] of a
     rounding tie, or that takes the slow path while W[c] > 0, is overwritten by -2**31 for
-    float32.floatfix (onnxruntime computes that layer
+    floatfix.floatfix (onnxruntime computes that layer
     in float32, which may round the other way there). This is onnxruntime's MLAS requantization (float32 accumulator times a float32
     multiplier M * 2**-S, M its 24-bit mantissa), in 32-bit integers. Fast path, for
     |acc| < 2**19 and 8 <= S - 12 <= 30: v = floor(P / 2**12) with P = acc * M, formed

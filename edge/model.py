@@ -154,9 +154,9 @@ class Model:
 
             return (float32.avgpool, t[i0][5], t[o][5], p, 0)
         if code == _OP_FCFIX:
-            from . import float32
+            from . import floatfix
 
-            return (float32.floatfix, t[i0][5], t[i1][5], t[o][5], p)
+            return (floatfix.floatfix, t[i0][5], t[i1][5], t[o][5], p)
         raise ModelError("model uses opcode %d, unknown to this runtime" % code)
 
     # --- input ---

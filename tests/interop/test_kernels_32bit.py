@@ -156,13 +156,16 @@ def viper32(fn):
 
 
 def word32_module(name: str) -> types.ModuleType:
-    """edge/<name>.py executed with 32-bit word semantics."""
+    """edge/<name>.py executed with 32-bit word semantics (its edge imports too)."""
     source = (EDGE / (name + ".py")).read_text()
     assert "from .compat import micropython, ptr8, ptr32" in source
     source = source.replace("from .compat import micropython, ptr8, ptr32", "")
     mod = types.ModuleType("word32_" + name)
     mod.__dict__.update(micropython=types.SimpleNamespace(viper=viper32), ptr8=ptr8, ptr32=ptr32, int=int32,
                         range=range32)
+    if "from .float32 import rank" in source:
+        source = source.replace("from .float32 import rank", "")
+        mod.__dict__["rank"] = word32_module("float32").rank
     exec(compile(source, str(EDGE / (name + ".py")), "exec", dont_inherit=True), mod.__dict__)
     return mod
 
@@ -170,10 +173,12 @@ def word32_module(name: str) -> types.ModuleType:
 @pytest.fixture
 def word32(monkeypatch):
     """Model() binds the 32-bit-word kernels while this fixture is active."""
-    kernels, float32 = word32_module("kernels"), word32_module("float32")
+    kernels = word32_module("kernels")
     monkeypatch.setattr(qis.edge.model, "kernels", kernels)
-    monkeypatch.setitem(sys.modules, "qis.edge.float32", float32)
-    monkeypatch.setattr(qis.edge, "float32", float32, raising=False)
+    for name in ("float32", "floatfix"):
+        module = word32_module(name)
+        monkeypatch.setitem(sys.modules, "qis.edge." + name, module)
+        monkeypatch.setattr(qis.edge, name, module, raising=False)
     return kernels
 
 
@@ -247,7 +252,7 @@ def _round_f32(value: Fraction) -> float:
 def test_float32_fma_is_exact_under_32bit_words():
     """float32.floatfix's fused multiply-add, against exact rounding of a * b + s: random
     magnitudes, cancellations, far-apart exponents and zeros, with 32-bit words."""
-    fma = word32_module("float32")._fma
+    fma = word32_module("floatfix")._fma
     r = np.random.default_rng(1)
     for trial in range(3000):
         a = np.float32(r.standard_normal() * 2.0 ** r.integers(-12, 12))

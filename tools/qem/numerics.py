@@ -25,7 +25,7 @@ float32 arithmetic into tables the kernels index:
   s = fma(x, w, s) over the taps in order from 0 (a Conv's as (ci, ky, kx), padding
   skipped), then s + bias, then QuantizeLinear. The integer result equals it except near
   a rounding tie; kernels.requant marks values within a derived bound of one
-  (fc_tie_lsb) and float32.floatfix recomputes them exactly.
+  (fc_tie_lsb) and floatfix.floatfix recomputes them exactly.
 
 The float sums of AveragePool and Add are emulated exactly by kernels.fsum on "packed"
 float32 values; what follows the sum (divide, quantize, round, clamp) is a monotonic map
@@ -236,7 +236,7 @@ def avgpool_tables(x_signed: bool, x_scale, x_zp: int, y_scale, y_zp: int, count
     return pack(d, offset), threshold_words(thresholds(quantize, qmin, qmax), offset)
 
 
-# --- a MatMul/Gemm/Conv that onnxruntime runs in float32 (kernels.requant marks, float32.floatfix) ---
+# --- a MatMul/Gemm/Conv that onnxruntime runs in float32 (kernels.requant marks, floatfix.floatfix) ---
 
 U = 2.0**-24  # float32 unit roundoff
 FAST_MARGIN = 72  # kernels.requant's own uncertainty, in units of its v
@@ -285,7 +285,7 @@ def _pack_span(values: np.ndarray, what: str) -> tuple[list[int], int]:
 def floatfix_tables(x_signed: bool, x_scale, x_zp: int, w_nk: np.ndarray, wzp: np.ndarray, w_scale: np.ndarray,
                     bias: np.ndarray | None, bias_scale: np.ndarray | None, y_scale, y_zp: int,
                     qmin: int, qmax: int, geometry: list[int]) -> list[int]:
-    """float32.floatfix's parameters after M K N q0: nthr ox 0 ob o1 ov, scratch, the
+    """floatfix.floatfix's parameters after M K N q0: nthr ox 0 ob o1 ov, scratch, the
     geometry (16 words and the conv flag), X, W, B, the offsets of W's rows, ONE, thresholds."""
     n, k = w_nk.shape
     x_deq = (F32(x_scale) * (raw_values(x_signed) - x_zp).astype(F32)).astype(F32)

@@ -152,7 +152,7 @@ class Program:
                  w_scale: np.ndarray, bias: np.ndarray | None, bias_scale: np.ndarray | None, lo: int, hi: int,
                  conv: list[int] | None = None) -> None:
         """Recompute in float32, as onnxruntime's float MatMul/Gemm/Conv does, the outputs
-        that requant() marked near a tie (see float32.floatfix); conv: the conv's geometry
+        that requant() marked near a tie (see floatfix.floatfix); conv: the conv's geometry
         (its parameter block's first 16 words), else one row of a fully connected layer."""
         xt, yt = self.tensors[x], self.tensors[y]
         n, k = w_nk.shape
