@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UsageError
+from ..errors import ToolError, UsageError
 from ..qem import compile as compile_model
 from ..sim import micropython
 
@@ -141,7 +141,7 @@ def measure(model: Path, rounds: int, round_ms: int, bytecode: bool, progress: C
             progress.print("  %s round %d/%d" % (model.parent.name, len(rows), rounds))
         err = proc.stderr.read()
         if proc.wait() != 0 or len(rows) != rounds:
-            raise UsageError("the benchmark under MicroPython failed: %s" % err.strip())
+            raise ToolError("the benchmark under MicroPython failed: %s" % err.strip())
     macs = qm.macs
     per_round = []
     for row in rows:
