@@ -19,7 +19,7 @@ from .errors import ModelError
 
 
 
-VERSION = const(1)
+VERSION = const(4)
 _HEADER = "<4sHHIIHHHHII"
 _HEADER_LEN = const(32)
 _TENSOR = "<BBBBIIHHHHfi"
@@ -38,6 +38,9 @@ _OP_REQUANT = const(3)
 _OP_MAXPOOL = const(4)
 _OP_AVGSUM = const(5)
 _OP_ADD = const(6)
+_OP_LUT = const(7)
+_OP_AVGPOOL = const(8)
+_OP_FCFIX = const(9)
 _E = 2.718281828459045  # e, so that topk() needs no math module
 
 
@@ -127,8 +130,9 @@ class Model:
 
     def _bind(self, code, i0, i1, o, w, p):
         t = self._tensors
-        if code == _OP_CONV:
-            return (kernels.conv, t[i0][5], w, t[o][5], p)
+        if code == _OP_CONV:  # its column buffer: output width * taps per window
+            cols = bytearray(p[5] * (p[0] // p[14]) * p[6] * p[7])
+            return (kernels.conv, t[i0][5], w, t[o][5], (p, cols))
         if code == _OP_FC:
             return (kernels.fc, t[i0][5], w, t[o][5], p)
         if code == _OP_REQUANT:
@@ -137,8 +141,22 @@ class Model:
             return (kernels.maxpool, t[i0][5], t[o][5], p, 0)
         if code == _OP_AVGSUM:
             return (kernels.avgsum, t[i0][5], t[o][5], p, 0)
-        if code == _OP_ADD:
-            return (kernels.add, t[i0][5], t[i1][5], t[o][5], p)
+        if code == _OP_LUT:
+            return (kernels.lut, t[i0][5], t[o][5], p, t[o][2])
+        if code == _OP_ADD:  # an operand without a tensor is a constant held in the file
+            from . import float32
+
+            a = w if i0 == _NONE else t[i0][5]
+            b = w if i1 == _NONE else t[i1][5]
+            return (float32.addf, a, b, t[o][5], p)
+        if code == _OP_AVGPOOL:
+            from . import float32
+
+            return (float32.avgpool, t[i0][5], t[o][5], p, 0)
+        if code == _OP_FCFIX:
+            from . import floatfix
+
+            return (floatfix.floatfix, t[i0][5], t[i1][5], t[o][5], p)
         raise ModelError("model uses opcode %d, unknown to this runtime" % code)
 
     # --- input ---
@@ -191,14 +209,13 @@ class Model:
 
     def _publish(self, out):
         t = self._tensors[out[0]]
-        src = t[5]
-        dst = out[2]
-        if t[0] == _DT_INT8:
-            for i in range(t[2]):
-                dst[i] = src[i] - 128
-        else:
+        if t[0] == _DT_INT32:
+            src = t[5]
+            dst = out[2]
             for i in range(t[2]):
                 dst[i] = src[i]
+        else:  # stored bytes to int8 (minus the +128 bias) or uint8 values
+            kernels.copy8(t[5], out[2], t[2], 128 if t[0] == _DT_INT8 else 0)
 
     # --- outputs ---
 

@@ -8,6 +8,7 @@ DOMAIN_ECG_BEAT = const(1)
 MODEL_RULE = const(1)  # the RR-interval rule of ecg.beats (no learned weights)
 MODEL_ECG_MLP = const(2)
 MODEL_ECG_CNN = const(3)
+MODEL_ECG_DSCNN = const(4)  # depthwise separable CNN
 
 ECG5000_LABELS = ("normal", "R-on-T PVC", "PVC", "SP/EB", "unclassified")
 RULE_LABELS = ("normal", "premature")
@@ -17,6 +18,7 @@ MODELS = {
     "rule": (MODEL_RULE, None, RULE_LABELS),
     "mlp": (MODEL_ECG_MLP, "ecg_mlp/model.qem", ECG5000_LABELS),
     "cnn": (MODEL_ECG_CNN, "ecg_cnn/model.qem", ECG5000_LABELS),
+    "dscnn": (MODEL_ECG_DSCNN, "ecg_dscnn/model.qem", ECG5000_LABELS),
 }
 
 

@@ -14,22 +14,28 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from qis.tools import quantize
+from qis.tools.train import graphs
+from qis.tools.train.evaluate import file_info
 from qis.tools.datasets.ecg5000 import load_ecg5000
+from qis.tools.sim.micropython import models_dir
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
-ARCHS = ("ecg_mlp", "ecg_cnn")
-INPUT_DIMS = {"ecg_mlp": [140], "ecg_cnn": [1, 140]}
+MODELS = models_dir()
+ARCHS = ("ecg_mlp", "ecg_cnn", "ecg_dscnn")
+INPUT_DIMS = {"ecg_mlp": [140], "ecg_cnn": [1, 140], "ecg_dscnn": [1, 140]}
 FLOAT_OPS = {
     "ecg_mlp": {"Gemm", "Relu", "Softmax"},
     "ecg_cnn": {"Conv", "Relu", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm", "Softmax"},
+    "ecg_dscnn": {"Conv", "Relu", "AveragePool", "GlobalAveragePool", "Flatten", "MatMul", "Add", "Softmax"},
 }
 # Hand-counted: MLP 140*32 + 32*16 + 16*5; CNN conv1 70*8*5, conv2 35*16*8*5,
-# conv3 17*16*16*3, fc1 16*16, fc2 16*5.
-MACS = {"ecg_mlp": 5072, "ecg_cnn": 2800 + 22400 + 13056 + 256 + 80}
+# conv3 17*16*16*3, fc1 16*16, fc2 16*5; DS-CNN conv1 70*8*5, dw1 70*8*5, pw1 70*16*8,
+# dw2 35*16*5, pw2 35*16*16, fc1 16*16, fc2 16*5.
+MACS = {"ecg_mlp": 5072, "ecg_cnn": 2800 + 22400 + 13056 + 256 + 80,
+        "ecg_dscnn": 2800 + 2800 + 8960 + 2800 + 8960 + 256 + 80}
 PARAMS = {"ecg_mlp": 140 * 32 + 32 + 32 * 16 + 16 + 16 * 5 + 5,
-          "ecg_cnn": 8 * 5 + 8 + 16 * 8 * 5 + 16 + 16 * 16 * 3 + 16 + 16 * 16 + 16 + 16 * 5 + 5}
-INT8_FILES = [("ecg_mlp", "model.int8.onnx"), ("ecg_cnn", "model.int8.onnx"),
+          "ecg_cnn": 8 * 5 + 8 + 16 * 8 * 5 + 16 + 16 * 16 * 3 + 16 + 16 * 16 + 16 + 16 * 5 + 5,
+          "ecg_dscnn": 8 * 5 + 8 + 8 * 5 + 8 + 16 * 8 + 16 + 16 * 5 + 16 + 16 * 16 + 16 + 16 * 16 + 16 + 16 * 5 + 5}
+INT8_FILES = [("ecg_mlp", "model.int8.onnx"), ("ecg_cnn", "model.int8.onnx"), ("ecg_dscnn", "model.int8.onnx"),
               ("ecg_mlp", "model.qop.onnx")]
 
 
@@ -83,8 +89,8 @@ def test_float_model_contract(arch: str) -> None:
     assert {n.op_type for n in model.graph.node} == FLOAT_OPS[arch]
     assert all(n.domain == "" for n in model.graph.node)
     assert _producer(model)["embedding"].op_type == "Relu"
-    assert quantize.count_macs(model) == MACS[arch]
-    assert quantize.count_params(model) == PARAMS[arch] == _metrics(arch)["params"]
+    assert graphs.count_macs(model) == MACS[arch]
+    assert graphs.count_params(model) == PARAMS[arch] == _metrics(arch)["params"]
     assert _metrics(arch)["macs"] == MACS[arch]
 
 
@@ -92,13 +98,16 @@ def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
-def _conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int) -> np.ndarray:
+def _conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int, groups: int = 1) -> np.ndarray:
     n, cin, length = x.shape
-    cout, _, k = w.shape
+    cout, cig, k = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad)))
     out_len = (length + 2 * pad - k) // stride + 1
     cols = np.stack([xp[:, :, i * stride:i * stride + k] for i in range(out_len)], axis=1)
-    return np.einsum("nlck,ock->nol", cols, w) + b[None, :, None]
+    cog = cout // groups
+    parts = [np.einsum("nlck,ock->nol", cols[:, :, g * cig:(g + 1) * cig], w[g * cog:(g + 1) * cog])
+             for g in range(groups)]
+    return np.concatenate(parts, axis=1) + b[None, :, None]
 
 
 def _reference_forward(arch: str, w: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +116,16 @@ def _reference_forward(arch: str, w: dict[str, np.ndarray], x: np.ndarray) -> tu
     if arch == "ecg_mlp":
         emb = relu(dense(relu(dense(x, "fc1")), "fc2"))
         logits = dense(emb, "fc3")
+    elif arch == "ecg_dscnn":
+        h = x
+        for name, stride, pad, groups in (("conv1", 2, 2, 1), ("dw1", 1, 2, 8), ("pw1", 1, 0, 1), ("dw2", 1, 2, 16),
+                                          ("pw2", 1, 0, 1)):
+            h = relu(_conv1d(h, w[name + ".weight"], w[name + ".bias"], stride, pad, groups))
+            if name == "pw1":
+                h = h.reshape(h.shape[0], h.shape[1], -1, 2).mean(axis=3)
+        matmul_add = lambda v, name: v @ w[name + ".weight"] + w[name + ".bias"]  # noqa: E731 - [in, out]
+        emb = relu(matmul_add(h.mean(axis=2), "fc1"))
+        logits = matmul_add(emb, "fc2")
     else:
         h = x
         for name, stride, pad, pool in (("conv1", 2, 2, True), ("conv2", 1, 2, True), ("conv3", 1, 1, False)):
@@ -154,17 +173,23 @@ def test_int8_qdq_contract(arch: str) -> None:
     # Both outputs leave an int8 tensor through DequantizeLinear (scores via Softmax).
     assert _is_int8_dq(model, "embedding")
     assert _is_int8_dq(model, producer["scores"].input[0])
-    # Every Conv/Gemm reads int8 activations, per-channel int8 weights, int32 bias.
-    compute = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
-    assert len(compute) == (3 if arch == "ecg_mlp" else 5)
+    # Every Conv/Gemm/MatMul reads int8 activations and per-channel int8 weights; Conv and
+    # Gemm have an int32 bias, a MatMul's bias is an Add of an int8 constant.
+    compute = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert len(compute) == {"ecg_mlp": 3, "ecg_cnn": 5, "ecg_dscnn": 7}[arch]
     for node in compute:
         assert _is_int8_dq(model, node.input[0]), node.name
         assert _is_int8_dq(model, node.input[1]), node.name
         wdq = producer[node.input[1]]
         weight, scale = inits[wdq.input[0]], inits[wdq.input[1]]
-        assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],)
+        channels = weight.shape[1] if node.op_type == "MatMul" else weight.shape[0]
+        assert weight.dtype == np.int8 and scale.shape == (channels,)
+        if node.op_type == "MatMul":
+            continue
         bias_dq = producer[node.input[2]]
         assert bias_dq.op_type == "DequantizeLinear" and inits[bias_dq.input[0]].dtype == np.int32
+    for node in (n for n in model.graph.node if n.op_type == "Add"):
+        assert any(_is_int8_dq(model, i) and producer[i].input[0] in inits for i in node.input), node.name
 
 
 def test_qoperator_mlp_contract() -> None:
@@ -208,7 +233,7 @@ def _recompute(arch: str, name: str, beats: tuple) -> dict:
 def test_metrics_are_reproduced(arch: str, test_beats: tuple) -> None:
     recorded = _metrics(arch)
     for name, info in recorded["files"].items():
-        assert quantize.file_info(MODELS / arch / name) == info, name
+        assert file_info(MODELS / arch / name) == info, name
     kinds = {"float": "model.onnx", "int8": "model.int8.onnx", "qop": "model.qop.onnx"}
     got = {kind: _recompute(arch, file, test_beats) for kind, file in kinds.items()
            if file in recorded["files"]}

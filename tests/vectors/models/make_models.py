@@ -7,8 +7,10 @@ MaxPool, GlobalAveragePool, Gemm, Softmax; outputs "scores" and "embedding"),
 tiny_qop.qem (uint8 QOperator 2-D graph: grouped dilated padded QLinearConv, then a
 1x1 QLinearConv) and models.json: for each model, input qparams, output qparams and cases
 {input_q (hex of the int8/uint8 input), input_f (floats, QDQ model only), outputs
-{name: [ints]}, argmax}. Expected outputs are onnxruntime's (default session), in the
-quantized domain; tests/interop/test_qem_compile.py checks this file is current.
+{name: [ints]}, argmax}. Expected outputs are the compiled model's under CPython, each
+case checked equal to onnxruntime's (default session, quantized domain; Softmax logits up
+to the shift Softmax removes, all the graph's output shows) before it is written;
+tests/interop/test_qem_compile.py checks this file is current.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def tiny_cnn(tmp: Path) -> tuple[str, np.ndarray]:
              oh.make_node("Gemm", ["f", p("w3", (8, 6)), p("b3", (8,))], ["e"], transB=1),
              oh.make_node("Relu", ["e"], ["embedding"]),
              oh.make_node("Gemm", ["embedding", p("w4", (3, 8)), p("b4", (3,))], ["logits"], transB=1),
-             oh.make_node("Softmax", ["logits"], ["scores"], axis=1)]
+             oh.make_node("Softmax", ["logits"], ["scores"], axis=1, name="softmax")]
     g = oh.make_graph(nodes, "tiny_cnn", [oh.make_tensor_value_info("x", TP.FLOAT, ["N", 1, 24])],
                       [oh.make_tensor_value_info("scores", TP.FLOAT, ["N", 3]),
                        oh.make_tensor_value_info("embedding", TP.FLOAT, ["N", 8])], inits)
@@ -67,7 +69,8 @@ def tiny_cnn(tmp: Path) -> tuple[str, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_static(str(fp), str(qp), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        nodes_to_exclude=["softmax"])  # float probabilities, as the reference models
     return str(qp), xs[32:]
 
 
@@ -100,9 +103,10 @@ def tiny_qop(tmp: Path) -> tuple[str, np.ndarray]:
 def build(out_dir: Path = HERE) -> dict:
     """Compile both models into out_dir and return the models.json content."""
     sys.path.insert(0, str(HERE.parents[2]))
-    from qis.tools import qem_format as F
-    from qis.tools.model_check import ort_reference, quantize_like_ort
-    from qis.tools.qem_compile import compile_bytes
+    from qis.tools.qem import compile as compile_bytes
+    from qis.tools.qem import format as F
+    from qis.tools.qem.check import compare, ort_reference, quantize_like_ort
+    from qis.tools.qem.runtime import run_cpython
 
     doc = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,9 +120,12 @@ def build(out_dir: Path = HERE) -> dict:
             for x in xs:
                 is_float = x.dtype == np.float32
                 xq = quantize_like_ort(x, t.scale, t.zero_point, dt) if is_float else x
-                ref = ort_reference(path, qm, {"x": x[None] if is_float else x})
+                ref = ort_reference(path, qm, x[None] if is_float else x)
+                got = run_cpython(data, xq.astype(dt).reshape(1, -1))
+                if compare(qm, ref, got)["exact_fraction"] != 1.0:
+                    raise SystemExit("%s: the compiled model disagrees with onnxruntime: %s" % (name, compare(qm, ref, got)))
                 case = {"input_q": xq.astype(dt).view(np.uint8).tobytes().hex(),
-                        "outputs": {o: [int(v) for v in ref[o]["q"].reshape(-1)] for o, _, _ in qm.outputs}}
+                        "outputs": {o: [int(v) for v in got[o].reshape(-1)] for o, _, _ in qm.outputs}}
                 if is_float:
                     case["input_f"] = [float(v) for v in x.reshape(-1)]
                 cases.append(case)

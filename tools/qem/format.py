@@ -2,7 +2,7 @@
 
 Layout, all little-endian, every section 4-byte aligned::
 
-    header   32 bytes  "<4sHHIIHHHHII": magic b"QEMF", format version (1), flags (0),
+    header   32 bytes  "<4sHHIIHHHHII": magic b"QEMF", format version (4), flags (0),
                        file size, arena bytes, n_tensors, n_ops, n_inputs, n_outputs,
                        scratch int32 words, MACs per inference
     tensors  28 bytes each "<BBBBIIHHHHfi": dtype (0 int8, 1 uint8, 2 int32), ndim,
@@ -18,7 +18,8 @@ Layout, all little-endian, every section 4-byte aligned::
 
 8-bit values are kept in a "stored" form: uint8 as is, int8 biased by +128 (q ^ 0x80), so
 one unsigned byte load serves both; zero points in parameter blocks use the same form.
-The parameter block of each opcode is documented on its kernel in qis.edge.kernels.
+The parameter block of each opcode is documented on its kernel in qis.edge.kernels or
+qis.edge.float32 (OP_NAMES gives the kernel of each opcode).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = b"QEMF"
-VERSION = 1
+VERSION = 4  # 2: addf, global avgsum, lut, avgpool; 3: conv folded; 4: requant tie marks, floatfix
 HEADER = struct.Struct("<4sHHIIHHHHII")
 TENSOR = struct.Struct("<BBBBIIHHHHfi")
 IO = struct.Struct("<BBHB")
@@ -39,9 +40,9 @@ IO_INPUT, IO_OUTPUT = 0, 1
 IOF_SOFTMAX = 1
 NONE = 0xFFFF
 
-OP_CONV, OP_FC, OP_REQUANT, OP_MAXPOOL, OP_AVGSUM, OP_ADD = 1, 2, 3, 4, 5, 6
+OP_CONV, OP_FC, OP_REQUANT, OP_MAXPOOL, OP_AVGSUM, OP_ADD, OP_LUT, OP_AVGPOOL, OP_FCFIX = 1, 2, 3, 4, 5, 6, 7, 8, 9
 OP_NAMES = {OP_CONV: "conv", OP_FC: "fc", OP_REQUANT: "requant", OP_MAXPOOL: "maxpool",
-            OP_AVGSUM: "avgsum", OP_ADD: "add"}
+            OP_AVGSUM: "avgsum", OP_ADD: "addf", OP_LUT: "lut", OP_AVGPOOL: "avgpool", OP_FCFIX: "floatfix"}
 
 
 @dataclass

@@ -1,22 +1,16 @@
-"""The torch-free half of the reference models: ONNX graphs, int8 quantization, evaluation.
+"""The float ONNX graphs of the reference models, built with onnx.helper from trained weights.
 
-tools/train.py trains the weights (PyTorch, optional) and hands them here as numpy arrays.
-This module builds the float ONNX graphs with onnx.helper (opset 13, default domain only,
-input "x", outputs "scores" = Softmax probabilities [N,5] and "embedding" [N,16]),
-quantizes them with onnxruntime's static quantizer (QDQ int8, per-channel weights, MinMax
-calibration on training beats) and evaluates any of them with onnxruntime. Tests use the
-evaluation functions to recompute the committed metrics without torch.
+Contract (every model): opset 13, default domain only, input "x" float32 ([N,140] for the
+MLP, [N,1,140] for the convolutional models), outputs "scores" (Softmax probabilities
+[N,5]) and "embedding" [N,16]. fit.py trains the weights; quantize.py makes the int8 models.
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 13
@@ -33,6 +27,12 @@ MLP_LAYERS = (("fc1", 140, 32), ("fc2", 32, 16), ("fc3", 16, 5))
 #: two also by MaxPool k=2.
 CNN_CONVS = (("conv1", 1, 8, 5, 2, 2), ("conv2", 8, 16, 5, 1, 2), ("conv3", 16, 16, 3, 1, 1))
 CNN_DENSE = (("fc1", 16, 16), ("fc2", 16, 5))
+#: depthwise separable CNN: (name, in_ch, out_ch, kernel, stride, pad, groups), each + ReLU;
+#: an AveragePool k=2 follows pw1; the dense head is MatMul + Add (as exporters write an
+#: unfused Linear layer), not Gemm.
+DSCNN_CONVS = (("conv1", 1, 8, 5, 2, 2, 1), ("dw1", 8, 8, 5, 1, 2, 8), ("pw1", 8, 16, 1, 1, 0, 1),
+               ("dw2", 16, 16, 5, 1, 2, 16), ("pw2", 16, 16, 1, 1, 0, 1))
+DSCNN_DENSE = CNN_DENSE
 
 
 def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
@@ -62,7 +62,7 @@ def _model(name: str, nodes: list, inits: list, input_shape: Sequence[int | str]
          helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", EMBEDDING])],
         initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="qis-edge tools/train.py")
+                              producer_name="qis-edge tools/train")
     model.ir_version = 8  # opset 13 era; readable by every onnxruntime >= 1.11
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -100,11 +100,43 @@ def build_cnn(weights: Weights) -> onnx.ModelProto:
     return _model("ecg_cnn", nodes, inits, ["N", 1, BEAT_LENGTH])
 
 
-BUILDERS = {"ecg_mlp": build_mlp, "ecg_cnn": build_cnn}
+def _matmul_add(nodes: list, inits: list, name: str, src: str, dst: str, weights: Weights) -> None:
+    w, b = weights[name]
+    inits += [_init(name + ".weight", w.T), _init(name + ".bias", b)]
+    nodes.append(helper.make_node("MatMul", [src, name + ".weight"], [name + ".mm"], name=name))
+    nodes.append(helper.make_node("Add", [name + ".mm", name + ".bias"], [dst], name=name + ".add"))
+
+
+def build_dscnn(weights: Weights) -> onnx.ModelProto:
+    """Depthwise separable 1-D CNN on x [N,1,140]: conv, (depthwise, pointwise) twice with an
+    AveragePool between, GlobalAveragePool, MatMul+Add head."""
+    nodes: list = []
+    inits: list = []
+    src = "x"
+    for name, _cin, _cout, k, stride, pad, groups in DSCNN_CONVS:
+        w, b = weights[name]
+        inits += [_init(name + ".weight", w), _init(name + ".bias", b)]
+        nodes.append(helper.make_node("Conv", [src, name + ".weight", name + ".bias"], [name + ".out"], name=name,
+                                      kernel_shape=[k], strides=[stride], pads=[pad, pad], group=groups))
+        nodes.append(helper.make_node("Relu", [name + ".out"], [name + ".act"], name=name + ".relu"))
+        src = name + ".act"
+        if name == "pw1":
+            nodes.append(helper.make_node("AveragePool", [src], ["pool1"], name="pool1", kernel_shape=[2], strides=[2]))
+            src = "pool1"
+    nodes.append(helper.make_node("GlobalAveragePool", [src], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1))
+    _matmul_add(nodes, inits, "fc1", "flat", "fc1.out", weights)
+    nodes.append(helper.make_node("Relu", ["fc1.out"], ["embedding"], name="fc1.relu"))
+    _matmul_add(nodes, inits, "fc2", "embedding", "logits", weights)
+    nodes.append(helper.make_node("Softmax", ["logits"], ["scores"], name="softmax", axis=1))
+    return _model("ecg_dscnn", nodes, inits, ["N", 1, BEAT_LENGTH])
+
+
+BUILDERS = {"ecg_mlp": build_mlp, "ecg_cnn": build_cnn, "ecg_dscnn": build_dscnn}
 
 
 def input_shape(arch: str, n: int) -> tuple[int, ...]:
-    """The model input shape for `n` beats: [n,140] (MLP) or [n,1,140] (CNN)."""
+    """The model input shape for `n` beats: [n,140] (MLP) or [n,1,140] (convolutional)."""
     return (n, BEAT_LENGTH) if arch == "ecg_mlp" else (n, 1, BEAT_LENGTH)
 
 
@@ -139,90 +171,3 @@ def count_macs(model: onnx.ModelProto) -> int:
             macs += int(np.prod(out)) * int(inner)
     return macs
 
-
-class BeatReader:
-    """onnxruntime CalibrationDataReader over training beats, in batches."""
-
-    def __init__(self, x: np.ndarray, batch: int = 50) -> None:
-        self._batches = [x[i:i + batch] for i in range(0, len(x), batch)]
-        self._next = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        """The next {"x": batch}, or None when all beats were given."""
-        if self._next >= len(self._batches):
-            return None
-        self._next += 1
-        return {"x": self._batches[self._next - 1]}
-
-    def rewind(self) -> None:
-        """Start again from the first batch."""
-        self._next = 0
-
-
-def quantize_int8(float_path: Path, out_path: Path, calib_x: np.ndarray, qoperator: bool = False) -> None:
-    """Static int8 quantization with onnxruntime: per-channel int8 weights, int8
-    activations, MinMax calibration over `calib_x` (already shaped for the model).
-
-    QDQ format (default): Softmax is left float, so both outputs leave an int8 tensor
-    through DequantizeLinear (the ReLU before "embedding" folds into that tensor's
-    quantization: zero point -128, range from 0). QOperator format (`qoperator`):
-    QGemm nodes (com.microsoft), same calibration.
-    """
-    # Imported here: the quantization package is slow to import and only needed here.
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    reader = BeatReader(calib_x.astype(np.float32))
-    quantize_static(
-        str(float_path), str(out_path), reader,
-        quant_format=QuantFormat.QOperator if qoperator else QuantFormat.QDQ,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        per_channel=True, calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=["softmax"],
-    )
-
-
-def run_onnx(path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, embedding) of an ONNX model on x, with onnxruntime on one CPU thread."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    scores, embedding = session.run(["scores", "embedding"], {"x": x.astype(np.float32)})
-    return scores, embedding
-
-
-def classification_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
-    """Accuracy, macro-F1, per-class recall/precision/F1 and the confusion matrix
-    (rows = true class, columns = predicted)."""
-    conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    np.add.at(conf, (y, pred), 1)
-    tp = np.diag(conf).astype(np.float64)
-    support = conf.sum(axis=1)
-    predicted = conf.sum(axis=0)
-    recall = np.divide(tp, support, out=np.zeros(NUM_CLASSES), where=support > 0)
-    precision = np.divide(tp, predicted, out=np.zeros(NUM_CLASSES), where=predicted > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(NUM_CLASSES), where=denom > 0)
-    return {
-        "n": int(len(y)),
-        "correct": int(tp.sum()),
-        "accuracy": round(float(tp.sum() / len(y)), 6),
-        "macro_f1": round(float(f1.mean()), 6),
-        "recall": [round(float(v), 6) for v in recall],
-        "precision": [round(float(v), 6) for v in precision],
-        "f1": [round(float(v), 6) for v in f1],
-        "confusion": conf.tolist(),
-    }
-
-
-def evaluate(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Metrics of the ONNX model at `path` on (x, y), and its predictions."""
-    scores, _ = run_onnx(path, x)
-    pred = scores.argmax(axis=1)
-    return classification_metrics(y, pred), pred
-
-
-def file_info(path: Path) -> dict:
-    """Size in bytes and sha256 of a file."""
-    data = path.read_bytes()
-    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

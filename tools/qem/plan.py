@@ -10,7 +10,7 @@ is consumed by the very next op); other int32 tensors get arrays of their own.
 """
 from __future__ import annotations
 
-from . import qem_format as F
+from . import format as F
 
 
 def plan(tensors: list[F.Tensor], alias: list[int], start: list[int], ops: list[F.Op], inputs: list[int],
