@@ -8,8 +8,12 @@
 #
 # The application: `model_id`, `domain`, `ended`, and observe() -> None or
 # (label, confidence, fingerprint, topk, details), details a dict for the report.
-# The link: send(frame), receive(timeout_ms) -> list of whole frames, `closed`.
-from .node import EVENT_ACKED
+# The link: send(frame), receive(timeout_ms) -> list of whole frames, `closed`, and
+# send_delay_ms() -> how long until it can take the next frame (0: now; a radio under a
+# duty cycle, or a broker connection being re-established, make the loop wait). Frames are
+# handed over one at a time while the link can take them, so the node's send times (and
+# so its RTT samples) are when the link really sent them.
+from .node import EVENT_ACKED, EVENT_ACKED_MANY
 
 _IDLE_WAIT_MS = 100  # how long to wait on the link when nothing is in flight
 
@@ -34,14 +38,25 @@ def run(node, link, app, frames, clock_ms, time_s, report):
                 report("error", reason="sample source ended")
                 return 1
         now = clock_ms()
-        for sealed in node.poll(now):
+        delay = link.send_delay_ms()
+        while delay == 0:
+            sealed = node.next_frame(now)
+            if sealed is None:
+                break
             link.send(sealed)
+            delay = link.send_delay_ms()
+            now = clock_ms()
         wait = 0 if concluded < frames and node.can_conclude() else node.next_deadline(now)
+        if wait == 0 and delay > 0 and not (concluded < frames and node.can_conclude()):
+            wait = delay  # a frame is ready but the link is not
         received = link.receive(wait if wait >= 0 else _IDLE_WAIT_MS)
         for data in received:
-            event, detail = node.receive(data)
+            event, detail = node.receive(data, clock_ms())
             if event == EVENT_ACKED:
                 report("acked", counter=detail)
+            elif event == EVENT_ACKED_MANY:
+                for counter in detail:
+                    report("acked", counter=counter)
         if not received and link.closed:
             report("error", reason="link closed")
             return 2

@@ -30,6 +30,10 @@ class UartLink:
         self._has_in_waiting = hasattr(rx, "in_waiting")  # so does pyserial
         self.closed = False
 
+    def send_delay_ms(self):
+        """0: a UART takes a frame whenever asked (its write blocks while the line is busy)."""
+        return 0
+
     def send(self, frame):
         n = stream.encode_into(frame, self._wire, self._max_send)
         self._tx.write(memoryview(self._wire)[:n])
