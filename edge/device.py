@@ -37,29 +37,36 @@ def run(node, link, app, frames, clock_ms, time_s, report):
             elif app.ended:
                 report("error", reason="sample source ended")
                 return 1
-        now = clock_ms()
         delay = link.send_delay_ms()
         while delay == 0:
+            # ACKs that came in while the loop was busy (observing, or blocked writing a
+            # frame) are taken first, so that no timer runs out on an answer already here.
+            _deliver(node, link.receive(0), clock_ms, report)
+            now = clock_ms()
             sealed = node.next_frame(now)
             if sealed is None:
                 break
             link.send(sealed)
             delay = link.send_delay_ms()
-            now = clock_ms()
+        now = clock_ms()
         wait = 0 if concluded < frames and node.can_conclude() else node.next_deadline(now)
         if wait == 0 and delay > 0 and not (concluded < frames and node.can_conclude()):
             wait = delay  # a frame is ready but the link is not
         received = link.receive(wait if wait >= 0 else _IDLE_WAIT_MS)
-        for data in received:
-            event, detail = node.receive(data, clock_ms())
-            if event == EVENT_ACKED:
-                report("acked", counter=detail)
-            elif event == EVENT_ACKED_MANY:
-                for counter in detail:
-                    report("acked", counter=counter)
+        _deliver(node, received, clock_ms, report)
         if not received and link.closed:
             report("error", reason="link closed")
             return 2
     report("done", concluded=concluded, acked=node.acked, transmissions=node.transmissions,
            retransmissions=node.retransmissions)
     return 0
+
+
+def _deliver(node, received, clock_ms, report):
+    for data in received:
+        event, detail = node.receive(data, clock_ms())
+        if event == EVENT_ACKED:
+            report("acked", counter=detail)
+        elif event == EVENT_ACKED_MANY:
+            for counter in detail:
+                report("acked", counter=counter)

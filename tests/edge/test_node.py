@@ -63,57 +63,74 @@ def test_window_counts_bytes_in_flight():
         rmtree(d)
 
 
-def test_timeout_retransmits_identical_bytes_and_backs_off_only_on_silence():
+def _send_times(n, start, end):
+    """The times (ms) at which polling every millisecond from start to end sends something."""
+    return [t for t in range(start, end) if n.poll(t)]
+
+
+def test_timeout_retransmits_identical_bytes_and_stretches_only_on_silence():
     d = tmpdir("node")
     try:
-        n = _node(d, frames=1, rto=100)
+        n = _node(d, frames=1, rto=100, max_rto=800)
         _conclude(n)
         first = n.poll(0)[0]
         assert n.poll(50) == []
-        again = n.poll(200)  # past the first deadline (100 ms + jitter <= 12)
+        again = n.poll(113)  # past the first deadline (100 ms + jitter <= 12)
         assert again == [first]  # the same sealed bytes: same counter, same nonce
-        # nothing came back at all: the timeout doubled, not due 150 ms later, due 450 ms later
-        assert n.rto() == 200
-        assert n.poll(350) == []
-        assert n.poll(700) == [first]
-        assert n.retransmissions == 2 and n.rto() == 400
+        sends = [113] + _send_times(n, 114, 7000)
+        gaps = [b - a for a, b in zip(sends, sends[1:])]
+        # silence up to four timeouts: the timeout stays; then a quarter of the silence so far
+        assert all(100 <= g <= 113 for g in gaps[:2]), gaps
+        assert all(b >= a for a, b in zip(gaps[2:], gaps[3:])), gaps
+        assert 800 <= max(gaps) <= 800 + 100, gaps  # up to max_rto_ms (plus jitter)
+        # an ACK ends the silence: the next frame gets the base timeout again
+        n.receive(_ack(0), 7000)
+        _conclude(n)
+        assert len(n.poll(7001)) == 1
+        assert 100 <= n.next_deadline(7001) <= 112
     finally:
         rmtree(d)
 
 
 def test_a_lossy_but_live_link_keeps_its_timeout():
-    # An ACK came back after the lost frame was sent: the link is alive, the loss is noise,
-    # not congestion, so the retransmission timer does not double. Silence does double it.
+    # ACKs keep coming for other frames: a lost frame is noise, not congestion, and its
+    # retransmission timer does not stretch.
     d = tmpdir("node")
     try:
-        n = _node(d, frames=2, rto=100)
-        a, b = _conclude(n), _conclude(n)
-        sent = n.poll(0)
-        assert len(sent) == 2
-        n.receive(_ack(a), 40)  # RTT 40: rto = 40 + 4 * 20 = 120
-        assert n.srtt == 40 and n.rto() == 120
-        assert n.poll(99) == []
-        assert n.poll(113) == [sent[1]]  # b's timer (100 + jitter <= 12) ran out
-        assert n.rto() == 120  # heard from the link since b was sent: no back-off
-        # b is lost again and nothing at all comes back: now it backs off
-        assert n.poll(113 + 133) == [sent[1]]
-        assert n.rto() == 240
-        n.receive(_ack(b), 300)  # any verified ACK resets the back-off
-        assert n.rto() == 120
+        n = _node(d, frames=1, rto=100, max_rto=60000)
+        counters = [_conclude(n) for _ in range(12)]
+        t = 0
+        gaps = []
+        for i, c in enumerate(counters):
+            sent = n.poll(t)
+            assert len(sent) == 1
+            if i % 2:  # every other frame is lost once: re-sent after its timeout
+                resend = _send_times(n, t + 1, t + 2000)[0]
+                gaps.append(resend - t)
+                t = resend
+            t += 40
+            n.receive(_ack(c), t)
+        # no doubling, no stretching: the timeout follows the measured RTT of 40 ms down
+        assert all(b <= a for a, b in zip(gaps, gaps[1:])) and max(gaps) < 200, gaps
     finally:
         rmtree(d)
 
 
-def test_rtt_estimate_follows_rfc6298_and_karn():
+def test_rtt_estimate_follows_rfc6298_karn_and_the_queue():
     d = tmpdir("node")
     try:
         n = _node(d, frames=8, rto=1000, min_rto=10, max_rto=60000)
         cs = [_conclude(n) for _ in range(4)]
-        assert len(n.poll(0)) == 4
-        n.receive(_ack(cs[0]), 100)  # first sample: srtt 100, rttvar 50
-        assert (n.srtt, n.rttvar, n.rto()) == (100, 50, 300)
-        n.receive(_ack(cs[1]), 200)  # R=200: rttvar = (3*50 + 100)/4 = 62, srtt = (700 + 200)/8 = 112
-        assert (n.srtt, n.rttvar, n.rto()) == (112, 62, 360)
+        assert len(n.poll(0)) == 4  # sent into 512, 1024, 1536 and 2048 bytes in flight
+        n.receive(_ack(cs[0]), 100)  # first sample: srtt 100, rttvar 50, base RTT 100
+        assert (n.srtt, n.rttvar, n.min_rtt) == (100, 50, 100)
+        assert n.timeout_ms(100, 512) == 300
+        # R = 200 behind 1 KiB: deviation from the expected 100 is 100 -> rttvar (150 + 100) / 4,
+        # srtt (700 + 200) / 8, and the queue costs (100 ms per KiB) / 8 = 12 ms per KiB so far
+        n.receive(_ack(cs[1]), 200)
+        assert (n.srtt, n.rttvar, n.min_rtt) == (112, 62, 100)
+        assert n.expected_rtt(1024) == 112 and n.expected_rtt(8192) == 196
+        assert n.timeout_ms(200, 512) < n.timeout_ms(200, 8192)  # an empty line answers sooner
         # cs[2] times out and is re-sent: its ACK gives no sample (Karn's rule)
         assert n.poll(5000)
         before = (n.srtt, n.rttvar)
@@ -137,7 +154,7 @@ def test_later_ack_marks_earlier_frames_lost_without_waiting_for_the_timer():
         assert n.next_deadline(44) == 10
         assert n.poll(53) == []
         assert n.poll(54) == [sent[1]]  # the lost frame again, byte for byte
-        assert n.retransmissions == 1 and n.rto() < 1000
+        assert n.retransmissions == 1 and n.timeout_ms(54, 512) < 1000
     finally:
         rmtree(d)
 
@@ -239,9 +256,9 @@ def test_next_frame_hands_out_one_frame_at_a_time():
 
 
 def test_retransmission_timing_across_a_ticks_wrap():
-    # The same schedule as test_timeout_retransmits_identical_bytes_and_backs_off_only_on_silence,
-    # starting 120 ms before ticks_ms() wraps (2**30 on a 32-bit board and on CPython, 2**62
-    # on the 64-bit unix port): deadlines are ticks_add'ed, so the wrap changes nothing.
+    # A retransmission schedule starting 120 ms before ticks_ms() wraps (2**30 on a 32-bit
+    # board and on CPython, 2**62 on the 64-bit unix port): deadlines are ticks_add'ed, so
+    # the wrap changes nothing.
     def at(ms):
         return compat.ticks_add(compat.ticks_add(0, -120), ms)
 
@@ -253,9 +270,9 @@ def test_retransmission_timing_across_a_ticks_wrap():
         first = n.poll(at(0))[0]
         assert n.poll(at(50)) == []
         assert 50 <= n.next_deadline(at(50)) <= 62
-        assert n.poll(at(200)) == [first]
-        assert n.poll(at(350)) == []
-        assert n.poll(at(700)) == [first]
+        assert n.poll(at(120)) == [first]
+        assert n.poll(at(180)) == []
+        assert n.poll(at(240)) == [first]
         assert n.retransmissions == 2
     finally:
         rmtree(d)
