@@ -31,10 +31,15 @@ log = logging.getLogger("qis.gateway")
 
 @dataclass
 class Flushed:
-    """What one commit made durable: ACKs to send, per port, and the outcomes it stored."""
+    """What one commit made durable: ACKs to send, per port, and the outcomes it stored.
+
+    ``acked`` names what each ACK acknowledges, in the same order as ``acks``: (port,
+    device, counter). A link that addresses devices (MQTT topics) or acknowledges several
+    counters in one downlink (LoRa multi-ACKs) builds its downlinks from it."""
 
     acks: list[tuple[str, bytes]] = field(default_factory=list)
     committed: list[Outcome] = field(default_factory=list)
+    acked: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 class GatewayCore:
@@ -94,6 +99,7 @@ class GatewayCore:
             if disposition == "duplicate":
                 self._uncommitted["duplicate"] += 1
             self._pending.acks.append((port, seal_ack(self._by_device[device], counter)))
+            self._pending.acked.append((port, device, counter))
 
     def _write(self, method, *args):
         """Run one store write; on a database error, fail the whole open transaction."""

@@ -1,8 +1,13 @@
 # Unix-port board: the emulated device (`qis device emulate` starts it).
 #   micropython boards/unix/main.py STATE_DIR FRAMES REPLAY_FILE OFFSET
-# Flash is STATE_DIR (config.json with the key, counter slots, outbox); the UART is
-# stdin/stdout, which the host connects to a pty; the sensor replays a recorded ECG
-# (int16 samples at 360 Hz) from OFFSET, looping. Events go to stderr as JSON lines.
+# Flash is STATE_DIR (config.json with the key, counter slots, outbox); the sensor replays
+# a recorded ECG (int16 samples at 360 Hz) from OFFSET, looping. Events go to stderr as
+# JSON lines. The link is the config's "link":
+#   uart  (default) stdin/stdout, which the host connects to a pty
+#   mqtt  a socket to the clinic broker (TLS with the CA in STATE_DIR/ca.der)
+#   lora  radio "sx127x": the emulated SX127x (simradio.py) on the medium's socket;
+#         radio "at": a RYLR998-class module on stdin/stdout (the host's emulated modem)
+# Each link gets the window and first timeout that fit it (the node measures the rest).
 import gc
 import json
 import sys
@@ -16,7 +21,6 @@ from edge.ecg.conclude import QemModel, RuleModel
 from edge.ecg.registry import DOMAIN_ECG_BEAT
 from edge.fingerprint import SimHash
 from edge.frame import profile
-from edge.links.uart import UartLink
 from edge.node import Node
 
 
@@ -46,6 +50,7 @@ def main(argv):
     prof = profile(config["profile"])
     key, kid = bytes.fromhex(config["key"]), bytes.fromhex(config["kid"])
     model_file, model_id = config["model"], config["model_id"]
+    link_config = config.get("link") or {"kind": "uart"}
     config = None  # the key is not kept around in plain sight
     # The largest long-lived buffers first, after a collection of what compiling the
     # modules left behind: the heap is least fragmented then.
@@ -53,9 +58,51 @@ def main(argv):
     model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
     simhash = SimHash(model.embedding_dim, prof.fingerprint_tables, prof.fingerprint_bits, seed=DOMAIN_ECG_BEAT)
     app = EcgApp(replay(replay_path, offset), model, simhash)
-    node = Node(CCM(key), kid, store.Counter(state), store.Outbox(state), prof)
-    link = UartLink(sys.stdin.buffer, sys.stdout.buffer)
-    return device.run(node, link, app, frames, ticks_ms, time_s, report)
+    link, tuning = make_link(link_config, state)
+    node = Node(CCM(key), kid, store.Counter(state), store.Outbox(state), prof, **tuning)
+    code = device.run(node, link, app, frames, ticks_ms, time_s, report)
+    if hasattr(link, "close"):
+        link.close()
+    return code
+
+
+def make_link(cfg, state):
+    """(link, Node keyword arguments) for the config's link."""
+    kind = cfg["kind"]
+    if kind == "uart":
+        from edge.links.uart import UartLink
+
+        # 8 KiB in flight: ~0.7 s of a 115200-baud line, so a noisy line rarely loses a whole window
+        return UartLink(sys.stdin.buffer, sys.stdout.buffer), {"window_bytes": 8192}
+    if kind == "mqtt":
+        from edge.links.mqtt import MqttLink
+
+        ca = None
+        if cfg.get("tls"):
+            with open(state + "/ca.der", "rb") as f:
+                ca = f.read()
+        link = MqttLink(cfg["host"], cfg["port"], cfg["device"], cfg.get("password"), ca, report=report)
+        return link, {"window_bytes": 8192, "rto_ms": 2000}
+    if kind == "lora":
+        scale = cfg.get("time_scale", 1)
+        radio = cfg.get("radio", "sx127x")
+        if radio == "at":
+            from edge.links.lora_at import AtLoraLink
+
+            link = AtLoraLink(sys.stdin.buffer, sys.stdout.buffer, sf=cfg["sf"], address=cfg.get("address", 1),
+                              time_scale=scale)
+        else:
+            from edge.links.lora import LoraLink
+            from simradio import SimModem
+
+            modem = SimModem(cfg["medium"], cfg.get("address", 1), cfg.get("name", ""),
+                             {"freq_khz": 869525, "sf": cfg["sf"], "bw": "125", "coding_rate": 5, "preamble_len": 8})
+            link = LoraLink(modem, time_scale=scale)
+        # A few compact frames in flight, so one multi-ACK can answer several; the first
+        # timeout covers the gateway's ACK delay (its downlinks are batched and duty-cycled).
+        return link, {"window_bytes": 8 * 51, "rto_ms": int(cfg.get("first_rto_s", 120) * 1000 / scale),
+                      "min_rto_ms": int(10000 / scale), "max_rto_ms": int(900000 / scale)}
+    raise ValueError("unknown link %r in config.json" % kind)
 
 
 try:

@@ -6,8 +6,8 @@ reader of that format, on the `cobs` package; the edge's is edge/stream.py.
 
 Rules of the shell:
 - All reads that are ready in one loop iteration are fed to the core, then one flush()
-  commits them together and the ACKs go out: one fsync per batch instead of per frame.
-  A flush also runs once a second, so refusal counts held back reach the disk.
+  commits them together and the ACKs go out: one fsync per batch instead of per frame
+  (gateway/ingest/commit.py; the commit is shared with the gateway's other links).
 - No port can stall another: ACKs are written without blocking into the port's file
   descriptor; what the port cannot take at once waits in that port's own output queue,
   drained when the port is writable. A queue that would grow past ``max_queue`` bytes
@@ -28,6 +28,7 @@ import serial
 from cobs import cobs
 
 from ..core import Flushed, GatewayCore
+from .commit import Committer
 
 log = logging.getLogger("qis.gateway.serial")
 MAX_FRAME = 600  # larger than any profile; a longer record is line noise
@@ -103,33 +104,29 @@ class SerialIngest:
     """Reads and writes the given serial ports on the running event loop."""
 
     def __init__(self, core: GatewayCore, paths: list[str], baudrate: int = 115200, reopen_s: float = 0.5,
-                 max_queue: int = 16384, on_commit: Callable[[Flushed], None] | None = None) -> None:
+                 max_queue: int = 16384, on_commit: Callable[[Flushed], None] | None = None,
+                 committer: Committer | None = None) -> None:
+        """committer: the gateway's shared one; without it the ingest commits on its own
+        (and tells on_commit, where routing hangs)."""
         self.core = core
         self.paths = paths
         self.baudrate = baudrate
         self.reopen_s = reopen_s
         self.max_queue = max_queue
-        self.on_commit = on_commit  # told of every commit (routing hangs here)
+        self._own_committer = committer is None
+        self.committer = committer or Committer(core, on_commit)
+        self.committer.links.append(self)
         self._ports: dict[str, serial.Serial] = {}
         self._decoders: dict[str, RecordDecoder] = {}
         self._queues: dict[str, bytearray] = {}
-        self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for path in self.paths:
             self._open(path)
-        self._tick()
-
-    def _tick(self) -> None:
-        self._schedule_flush()
-        self._ticker = self._loop.call_later(1.0, self._tick)
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._own_committer:
+            self.committer.start()
 
     def _open(self, path: str) -> None:
         try:
@@ -169,11 +166,10 @@ class SerialIngest:
             self._close(path, "hang-up")
             return
         deliver(self.core, path, self._decoders[path], data)
-        self._schedule_flush()
+        self.committer.schedule()
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        done = self.core.flush()
+    def deliver(self, done: Flushed) -> None:
+        """Queue the ACKs of the ports this ingest owns (the committer calls this)."""
         for path, ack in done.acks:
             queue = self._queues.get(path)
             if queue is None:
@@ -185,8 +181,6 @@ class SerialIngest:
             queue += wire
             if len(queue) == len(wire):  # the queue was empty: nothing is waiting on writability
                 self._drain(path)
-        if self.on_commit is not None and (done.acks or done.committed):
-            self.on_commit(done)
 
     def _drain(self, path: str) -> None:
         """Write what the port takes now; wait for writability for the rest."""
@@ -207,7 +201,8 @@ class SerialIngest:
             self._loop.remove_writer(port.fileno())
 
     def close(self) -> None:
-        self._ticker.cancel()
+        if self._own_committer:
+            self.committer.close()
         for path in list(self._ports):
             port = self._ports.pop(path)
             self._loop.remove_reader(port.fileno())
