@@ -100,7 +100,7 @@ class MqttLink:
             if event[1] != pid or event[2][0] == mqtt_codec.SUBACK_FAILURE:
                 raise MqttError("broker refused the subscription to %s" % self.down.decode())
             self._publish(self.state, b"online", retain=True)
-        except (OSError, QisError) as exc:
+        except (OSError, ValueError, QisError) as exc:  # MicroPython's ssl: ValueError for a bad certificate
             self._drop("connect failed: %s" % (exc,))
             return False
         self.connected = True
