@@ -5,7 +5,7 @@
 #
 # AtParser rules (the module's output is untrusted until a frame inside authenticates):
 # - Responses are lines ending in CR LF: +OK, +ERR=<1-3 digits>, +READY, +<WORD>=<value>
-#   (the answer to a query) and +RCV=... Any other line, or one longer than 64 bytes
+#   (the answer to a query; printable ASCII only) and +RCV=... Any other line, or one longer than 64 bytes
 #   before its data, is reported as ("error", reason) and skipped up to its LF.
 # - +RCV: address and length are decimal (at most 5 and 3 digits); the length must be at
 #   most max_payload; exactly that many bytes of data follow, then ,<rssi>,<snr> CR LF
@@ -140,9 +140,16 @@ class AtParser:
             code = _uint(line[5:], 3)
             return ("err", code) if code >= 0 else ("error", "+ERR code is not a number")
         eq = line.find(b"=")
-        if line[:1] == b"+" and eq > 1 and line[1:eq].isalpha() and line[1:eq] != b"RCV":
+        if line[:1] == b"+" and eq > 1 and line[1:eq].isalpha() and line[1:eq] != b"RCV" and _printable(line):
             return ("value", line[1:eq].decode(), line[eq + 1:].decode())
         return ("error", "unknown response of %d bytes" % len(line))
+
+
+def _printable(text):
+    for c in text:
+        if c < 32 or c > 126:
+            return False
+    return True
 
 
 class AtLoraLink:

@@ -31,3 +31,4 @@ def test_garbage_is_reported_and_skipped_up_to_the_next_line():
     assert "at most 60" in events[1][1]
     assert lora_at.AtParser().feed(b"+OK\n") == [("error", "line does not end in CR LF")]
     assert lora_at.AtParser().feed(b"+ERR=x\r\n")[0][0] == "error"
+    assert lora_at.AtParser().feed(b"+BAND=\xc3\x28\r\n")[0][0] == "error"  # not text: found by qis fuzz at-mp
