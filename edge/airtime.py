@@ -13,7 +13,7 @@
 # transmission of T on air a transmitter stays off that sub-band for T (1/duty - 1).
 # Payload limits: LoRaWAN RP002 EU868, the largest MACPayload per data rate (59 bytes at
 # SF12..SF10, 123 at SF9, 250 at SF8 and SF7): what the medium and the links accept.
-from .compat import ticks_add, ticks_diff
+from .compat import ticks_add, ticks_diff, urandom
 from .errors import ConfigError
 
 MAX_PAYLOAD = {12: 59, 11: 59, 10: 59, 9: 123, 8: 250, 7: 250}
@@ -66,16 +66,21 @@ def off_time_us(airtime_us, freq_khz):
 class DutyCycle:
     """One transmitter's budget in one sub-band: ready_in_ms() says how long until it may
     transmit again. time_scale > 1 runs the clock faster (an emulated medium that runs
-    time_scale times faster than real time); 1 on real radios."""
+    time_scale times faster than real time); 1 on real radios. jitter adds a random 0..1/8
+    of the off time, so devices that share a channel do not stay in lock-step (two that
+    collided once would otherwise collide every time)."""
 
-    def __init__(self, freq_khz, time_scale=1):
+    def __init__(self, freq_khz, time_scale=1, jitter=True):
         self.divisor = duty_divisor(freq_khz)
         self.time_scale = time_scale
+        self.jitter = jitter
         self._free_at = None  # ticks_ms when the next transmission may start
 
     def spend(self, end_ms, airtime_us):
         """A transmission of airtime_us ended at end_ms (ticks_ms)."""
         off_ms = -(-(airtime_us * (self.divisor - 1)) // int(1000 * self.time_scale))
+        if self.jitter:
+            off_ms += (off_ms * urandom(1)[0]) >> 11  # 0..255/2048 of it
         self._free_at = ticks_add(end_ms, off_ms)
 
     def ready_in_ms(self, now_ms):

@@ -84,6 +84,8 @@ def make_link(cfg, state):
         link = MqttLink(cfg["host"], cfg["port"], cfg["device"], cfg.get("password"), ca, report=report)
         return link, {"window_bytes": 8192, "rto_ms": 2000}
     if kind == "lora":
+        from edge.airtime import duty_divisor, time_on_air_us
+
         scale = cfg.get("time_scale", 1)
         radio = cfg.get("radio", "sx127x")
         if radio == "at":
@@ -98,10 +100,14 @@ def make_link(cfg, state):
             modem = SimModem(cfg["medium"], cfg.get("address", 1), cfg.get("name", ""),
                              {"freq_khz": 869525, "sf": cfg["sf"], "bw": "125", "coding_rate": 5, "preamble_len": 8})
             link = LoraLink(modem, time_scale=scale)
-        # A few compact frames in flight, so one multi-ACK can answer several; the first
-        # timeout covers the gateway's ACK delay (its downlinks are batched and duty-cycled).
-        return link, {"window_bytes": 8 * 51, "rto_ms": int(cfg.get("first_rto_s", 120) * 1000 / scale),
-                      "min_rto_ms": int(10000 / scale), "max_rto_ms": int(900000 / scale)}
+        # A few compact frames in flight, so one multi-ACK can answer several. Timeouts in
+        # uplink periods (the duty cycle's shortest time between two frames): the gateway
+        # holds an ACK until 4 counters are pending or 3 periods have passed, so no timeout
+        # is shorter than 4 periods (a retransmission costs a whole period of the budget);
+        # losses under that are found by the multi-ACKs that leave a counter out (RACK).
+        period_ms = time_on_air_us(51, cfg["sf"]) * duty_divisor(868100) // 1000 / scale
+        return link, {"window_bytes": 8 * 51, "rto_ms": int(5 * period_ms), "min_rto_ms": int(4 * period_ms),
+                      "max_rto_ms": int(60 * period_ms)}
     raise ValueError("unknown link %r in config.json" % kind)
 
 

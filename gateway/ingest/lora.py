@@ -45,12 +45,24 @@ _LINE_MAX = 64
 _COMMAND_S = 5.0
 
 
+def uplink_period_s(sf: int, bw_khz: int = 125, coding_rate: int = 5, preamble: int = 8,
+                    uplink_khz: int = 868100) -> float:
+    """The shortest time between two compact uplinks of one device under the duty cycle."""
+    air = airtime.time_on_air_us(51, sf, bw_khz, coding_rate, preamble)
+    return air * airtime.duty_divisor(uplink_khz) / 1e6
+
+
 class LoraOptions:
     def __init__(self, path: str, sf: int = 7, bw_khz: int = 125, coding_rate: int = 5, preamble: int = 8,
                  uplink_khz: int = 868100, downlink_khz: int = 869525, time_scale: float = 1.0,
-                 ack_batch: int = 4, ack_delay_s: float = 30.0, address: int = 0, network: int = 18) -> None:
+                 ack_batch: int = 4, ack_delay_s: float | None = None, address: int = 0, network: int = 18) -> None:
+        """ack_delay_s defaults to three of a device's shortest uplink periods at this SF
+        (a compact frame, the uplink sub-band's duty cycle): a device sending as fast as
+        it may gets about ack_batch counters per downlink, a slower one waits no longer."""
         airtime.time_on_air_us(0, sf, bw_khz, coding_rate, preamble)  # ConfigError on a bad combination
-        airtime.duty_divisor(uplink_khz), airtime.duty_divisor(downlink_khz)
+        airtime.duty_divisor(downlink_khz)
+        if ack_delay_s is None:
+            ack_delay_s = 3 * uplink_period_s(sf, bw_khz, coding_rate, preamble, uplink_khz)
         self.path, self.sf, self.bw, self.cr, self.preamble = path, sf, bw_khz, coding_rate, preamble
         self.uplink_khz, self.downlink_khz = uplink_khz, downlink_khz
         self.time_scale = time_scale
@@ -128,7 +140,7 @@ class LoraIngest:
         self._pending: dict[str, dict[int, float]] = {}  # device -> counter -> when committed (monotonic)
         self._commands: deque[tuple[bytes, bytes, str]] = deque()  # (command, data, purpose)
         self._waiting: tuple[bytes, float, str] | None = None  # command in flight, its deadline
-        self._duty = airtime.DutyCycle(options.downlink_khz, options.time_scale)
+        self._duty = airtime.DutyCycle(options.downlink_khz, options.time_scale, jitter=False)
         self._reader = AtReader()
         self._serial: serial.Serial | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -139,9 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=2.6e-3,
                         help="noisy line: bytes flipped or dropped per byte, half each (default 2.6e-3)")
     parser.add_argument("--links", default="serial,lora", help="which links to measure (default serial,lora)")
-    parser.add_argument("--lora-frames", type=int, default=12, help="frames per measured LoRa run (default 12)")
-    parser.add_argument("--time-scale", type=float, default=50.0,
-                        help="LoRa medium speed-up for the measured runs (default 50)")
+    parser.add_argument("--lora-frames", type=int, default=24, help="frames per measured LoRa run (default 24)")
 
 
 def run(args: argparse.Namespace) -> int:
