@@ -84,10 +84,9 @@ def serial_run(frames: int, baud: int, per_byte: float, seed: int, workdir: Path
         acked: list[float] = []
         done: dict = {}
         try:
-            for raw in proc.stderr:
-                event = json.loads(raw) if raw.startswith(b"{") else {}
+            for at, event in emulate.timed_events(proc.stderr):
                 if event.get("ev") == "acked":
-                    acked.append(time.monotonic())
+                    acked.append(at)
                 elif event.get("ev") == "done":
                     done = event
         finally:

@@ -78,12 +78,11 @@ def measured_run(sf: int, frames: int, seed: int, workdir: Path) -> dict:
         first: float | None = None
         done: dict = {}
         try:
-            for raw in proc.stderr:
-                event = json.loads(raw) if raw.startswith(b"{") else {}
+            for at, event in emulate.timed_events(proc.stderr):
                 if event.get("ev") == "concluded" and first is None:
-                    first = time.monotonic()  # its frame goes out at once: the outbox is empty
+                    first = at  # its frame goes out at once: the outbox is empty
                 elif event.get("ev") == "acked":
-                    acked.append(time.monotonic())
+                    acked.append(at)
                 elif event.get("ev") == "done":
                     done = event
         finally:
@@ -124,7 +123,7 @@ def show(console: Console, result: dict) -> None:
     k = result["acks_per_downlink_used"]
     table = Table(title="qis bench link: LoRa EU868, compact frames (51 B), one device; measured on the emulated medium")
     for col in ("SF", "uplink ms", "physical max /h", "duty-cycle max /h", "measured /h (median [min-max])",
-                "counters per downlink", f"devices served: 1 ACK per uplink", f"multi-ACK (k={k:.1f})",
+                "counters per downlink", "devices served: 1 ACK per uplink", f"multi-ACK (k={k:.1f})",
                 "multi-ACK (k=8)"):
         table.add_column(col, justify="right")
     for a in result["analytic"]:

@@ -25,7 +25,9 @@ import os
 import subprocess
 import sys
 import termios
+import time
 import tty
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -134,6 +136,13 @@ def open_raw(path: str) -> int:
     if os.isatty(fd):
         tty.setraw(fd, termios.TCSANOW)
     return fd
+
+
+def timed_events(stderr) -> Iterator[tuple[float, dict]]:
+    """(host time.monotonic(), event) for each JSON event line of a device process's stderr."""
+    for raw in stderr:
+        if raw.startswith(b"{"):
+            yield time.monotonic(), json.loads(raw)
 
 
 def device_env() -> dict[str, str]:
