@@ -161,15 +161,12 @@ class Node:
         if found is None:
             return None
         counter, entry = found
-        sealed = None
+        size = self.profile.size if entry is None else entry[_SIZE]  # every frame of a node has its profile's size
+        if not self._fits(size):
+            return None  # a new frame stays only in the outbox (not read from flash for nothing)
         if entry is None:
-            sealed = self._outbox.get(counter)
-            if not self._fits(len(sealed)):
-                return None  # not sent yet: it stays only in the outbox
-            entry = [len(sealed), now, now, 0, True, 0, 0]
+            entry = [size, now, now, 0, True, 0, 0]
             self._inflight[counter] = entry
-        elif not self._fits(entry[_SIZE]):
-            return None
         if self._quiet_since is None:
             self._quiet_since = now
         entry[_AHEAD] = self._bytes + entry[_SIZE]
@@ -184,7 +181,7 @@ class Node:
         self.transmissions += 1
         if entry[_TIMES] > 1:
             self.retransmissions += 1
-        return sealed if sealed is not None else self._outbox.get(counter)
+        return self._outbox.get(counter)
 
     def poll(self, now):
         """Every frame to transmit at time now (ms), as a list."""
