@@ -81,14 +81,8 @@ def serial_run(frames: int, baud: int, per_byte: float, seed: int, workdir: Path
         proc = subprocess.Popen(emulate.device_command(state, frames, 0, "512K"), stdin=fd, stdout=fd,
                                 stderr=subprocess.PIPE, env=micropython.env())
         os.close(fd)
-        acked: list[float] = []
-        done: dict = {}
         try:
-            for at, event in emulate.timed_events(proc.stderr):
-                if event.get("ev") == "acked":
-                    acked.append(at)
-                elif event.get("ev") == "done":
-                    done = event
+            _, acked, done = emulate.timeline(proc.stderr)
         finally:
             proc.wait(timeout=60)
             gateway.terminate()

@@ -74,17 +74,9 @@ def measured_run(sf: int, frames: int, seed: int, workdir: Path) -> dict:
         emulate.prepare_state(state, keys / "bench.key", "compact", "rule", None, config)
         proc = subprocess.Popen(emulate.device_command(state, frames, 0, "512K"), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=emulate.device_env())
-        acked: list[float] = []
-        first: float | None = None
-        done: dict = {}
         try:
-            for at, event in emulate.timed_events(proc.stderr):
-                if event.get("ev") == "concluded" and first is None:
-                    first = at  # its frame goes out at once: the outbox is empty
-                elif event.get("ev") == "acked":
-                    acked.append(at)
-                elif event.get("ev") == "done":
-                    done = event
+            # the first conclusion's frame goes out at once: the outbox is empty
+            first, acked, done = emulate.timeline(proc.stderr)
         finally:
             proc.wait(timeout=60)
             gateway.terminate()

@@ -27,7 +27,6 @@ import sys
 import termios
 import time
 import tty
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -138,11 +137,21 @@ def open_raw(path: str) -> int:
     return fd
 
 
-def timed_events(stderr) -> Iterator[tuple[float, dict]]:
-    """(host time.monotonic(), event) for each JSON event line of a device process's stderr."""
+def timeline(stderr) -> tuple[float | None, list[float], dict]:
+    """Read a device process's JSON events to the end, timed on the host (time.monotonic):
+    (when the first conclusion was reported, when each ACK was, the "done" event)."""
+    first, acked, done = None, [], {}
     for raw in stderr:
-        if raw.startswith(b"{"):
-            yield time.monotonic(), json.loads(raw)
+        if not raw.startswith(b"{"):
+            continue
+        event, at = json.loads(raw), time.monotonic()
+        if event.get("ev") == "concluded" and first is None:
+            first = at
+        elif event.get("ev") == "acked":
+            acked.append(at)
+        elif event.get("ev") == "done":
+            done = event
+    return first, acked, done
 
 
 def device_env() -> dict[str, str]:
