@@ -32,6 +32,9 @@ if IS_MICROPYTHON:
     def ticks_ms():
         return time.ticks_ms()
 
+    def sleep_ms(ms):
+        time.sleep_ms(ms)
+
     def ticks_add(a, ms):
         """The ticks value ms milliseconds after a (ms may be negative)."""
         return time.ticks_add(a, ms)
@@ -80,6 +83,9 @@ else:
 
     def ticks_ms():
         return int(time.monotonic() * 1000) & (TICKS_PERIOD - 1)
+
+    def sleep_ms(ms):
+        time.sleep(ms / 1000)
 
     def ticks_add(a, ms):
         """The ticks value ms milliseconds after a (ms may be negative)."""

@@ -14,6 +14,10 @@
 #   is the only downlink message under its counter, and the gateway stores it and re-sends
 #   the same bytes for a repeated query, so a downlink nonce still seals one message.
 # - The version is the first element of the plaintext; the type the second.
+# - A multi-ACK (type 4, the LoRa downlink) names up to 33 counters in its partial IV:
+#   the highest counter (4 bytes) and a bitmap of the 32 below it (4 bytes), under its own
+#   base IV (0x03...). Its plaintext is constant, so a (key, nonce) pair always seals the
+#   same message: the same set of counters, the same bytes; no state on the gateway.
 from . import cbor, cose
 from .errors import EncodeError, FrameError
 
@@ -24,6 +28,7 @@ VERSION = const(1)
 TYPE_OUTCOME = const(1)
 TYPE_ACK = const(2)
 TYPE_QUERY = const(3)
+TYPE_MULTI_ACK = const(4)
 TYPE_ANSWER = const(5)
 
 # Answer status (docs/PROTOCOL.md, "Query and answer")
@@ -38,6 +43,9 @@ PIV_LEN = const(4)
 TAG_LEN = const(8)
 UPLINK_IV = b"\x01" + bytes(12)
 DOWNLINK_IV = b"\x02" + bytes(12)
+MULTI_ACK_IV = b"\x03" + bytes(12)
+MULTI_ACK_SPAN = const(33)  # counters one multi-ACK can name: the highest and the 32 below it
+_MULTI_PIV_LEN = const(8)
 
 # Bytes of a frame outside the ciphertext string: array header (1), protected header
 # bstr (4), unprotected map {4: kid, 6: piv} (1 + 1+1+4 + 1+1+4 = 13).
@@ -151,9 +159,10 @@ def seal_ack(ccm, kid, counter):
 
 
 def ack_kid(data):
-    """The key id an ACK is addressed to (read by the fixed-shape parser, nothing verified)."""
-    if len(data) != ACK_SIZE:
-        raise FrameError("ACK must be %d bytes, got %d" % (ACK_SIZE, len(data)))
+    """The key id an ACK or a multi-ACK is addressed to (read by the fixed-shape parser,
+    nothing verified)."""
+    if len(data) != ACK_SIZE and len(data) != MULTI_ACK_SIZE:
+        raise FrameError("ACK must be %d bytes (a multi-ACK %d), got %d" % (ACK_SIZE, MULTI_ACK_SIZE, len(data)))
     return cose.parse0(data)[1]
 
 
@@ -238,3 +247,59 @@ def open_answer(ccm, kid, data, prof):
                          % VERSION)
     return (piv[0] << 24) | (piv[1] << 16) | (piv[2] << 8) | piv[3], value[2:]
 
+# -- multi-ACK (type 4): one downlink acknowledges up to 33 counters of one device ------
+
+MULTI_ACK_PLAINTEXT = b"\x82\x01\x04"  # [1, 4]
+MULTI_ACK_SIZE = const(34)  # 22-byte header (8-byte partial IV) + 1 + 3 + 8-byte tag
+
+
+def multi_ack_piv(counters):
+    """The 8-byte partial IV naming counters: the highest, then a bitmap whose bit i (MSB
+    first) says that highest - 1 - i is acknowledged. Every counter must be within 32 below
+    the highest (EncodeError otherwise)."""
+    if not counters:
+        raise EncodeError("a multi-ACK names at least one counter")
+    top = max(counters)
+    bits = 0
+    for c in counters:
+        gap = top - c
+        if gap > MULTI_ACK_SPAN - 1:
+            raise EncodeError("counter %d is more than %d below %d" % (c, MULTI_ACK_SPAN - 1, top))
+        if gap:
+            bits |= 1 << (32 - gap)
+    return piv_bytes(top) + piv_bytes(bits)
+
+
+def multi_ack_counters(piv):
+    """The counters an 8-byte multi-ACK partial IV names, highest first."""
+    top = (piv[0] << 24) | (piv[1] << 16) | (piv[2] << 8) | piv[3]
+    bits = (piv[4] << 24) | (piv[5] << 16) | (piv[6] << 8) | piv[7]
+    out = [top]
+    for gap in range(1, MULTI_ACK_SPAN):
+        if bits & (1 << (32 - gap)):
+            if gap > top:
+                raise FrameError("multi-ACK names a counter below 0")
+            out.append(top - gap)
+    return out
+
+
+def seal_multi_ack(ccm, kid, counters):
+    """The multi-ACK for counters; always the same bytes for the same (key, set)."""
+    if len(kid) != KID_LEN:
+        raise EncodeError("key id must be %d bytes, got %d" % (KID_LEN, len(kid)))
+    return cose.encrypt0(ccm, kid, multi_ack_piv(counters), MULTI_ACK_PLAINTEXT, MULTI_ACK_IV)
+
+
+def open_multi_ack(ccm, kid, data):
+    """Verify a multi-ACK addressed to kid; the counters it acknowledges, highest first.
+    Fixed layout first (cose.parse0), then the tag, then a byte compare of the plaintext."""
+    if len(data) != MULTI_ACK_SIZE:
+        raise FrameError("multi-ACK must be %d bytes, got %d" % (MULTI_ACK_SIZE, len(data)))
+    got_kid, piv, plaintext = cose.decrypt0(ccm, data, MULTI_ACK_IV)
+    if bytes(got_kid) != bytes(kid):
+        raise FrameError("multi-ACK is for key id %s, not ours" % bytes(got_kid).hex())
+    if len(piv) != _MULTI_PIV_LEN:
+        raise FrameError("multi-ACK partial IV must be %d bytes" % _MULTI_PIV_LEN)
+    if bytes(plaintext) != MULTI_ACK_PLAINTEXT:
+        raise FrameError("malformed multi-ACK plaintext")
+    return multi_ack_counters(piv)

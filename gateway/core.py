@@ -38,12 +38,17 @@ log = logging.getLogger("qis.gateway")
 
 @dataclass
 class Flushed:
-    """What one commit made durable: ACKs to send, per port, and the outcomes it stored."""
+    """What one commit made durable: ACKs to send, per port, and the outcomes it stored.
+
+    ``acked`` names what each ACK acknowledges, in the same order as ``acks``: (port,
+    device, counter). A link that addresses devices (MQTT topics) or acknowledges several
+    counters in one downlink (LoRa multi-ACKs) builds its downlinks from it."""
 
     acks: list[tuple[str, bytes]] = field(default_factory=list)
     committed: list[Outcome] = field(default_factory=list)
     queries: list[tuple[str, Query]] = field(default_factory=list)  # (port, query) to answer
-    answers: list[tuple[str, bytes]] = field(default_factory=list)  # (port, answer frame)
+    answers: list[tuple[str, str, bytes]] = field(default_factory=list)  # (port, device, answer frame)
+    acked: list[tuple[str, str, int]] = field(default_factory=list)  # (port, device, counter) the acks name
 
 
 class GatewayCore:
@@ -98,7 +103,7 @@ class GatewayCore:
         elif disposition == "duplicate":
             stored = self.store.answer_of(query.device, query.counter)
             if stored is not None:
-                self._pending.answers.append((port, stored))
+                self._pending.answers.append((port, query.device, stored))
         elif disposition == "conflict":
             self._settle(port, self.registry[query.kid], query.counter, frame, disposition)
 
@@ -109,7 +114,7 @@ class GatewayCore:
                             labels or [], confirmed or [0, 0], models or [])
         if self._write(self.store.save_answer, query.device, query.counter, frame, status):
             self._uncommitted["answers"] += 1
-            self._pending.answers.append((port, frame))
+            self._pending.answers.append((port, query.device, frame))
 
     def refuse(self, port: str, code: str, detail: str) -> None:
         """Count something a link received that was not a frame (line noise, a bad record)."""
@@ -127,6 +132,7 @@ class GatewayCore:
             if disposition == "duplicate":
                 self._uncommitted["duplicate"] += 1
             self._pending.acks.append((port, seal_ack(key, counter)))
+            self._pending.acked.append((port, key.device, counter))
 
     def _write(self, method, *args):
         """Run one store write; on a database error, fail the whole open transaction."""

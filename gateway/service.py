@@ -1,11 +1,11 @@
 """The running gateway: its core, its links, its federation and its HTTP endpoint on one
 asyncio loop.
 
-Rules: the service owns the flush: links deliver frames to the core and ask for a flush;
-one flush commits everything pending and the service hands each downlink (ACK or answer)
-to the link that owns its port, tells the federation that commits happened, and starts
-answering the queries the commit claimed. A flush also runs once a second (refusal
-counts held back, answers computed meanwhile). `qis gateway run` builds a Gateway from
+Rules: every link feeds the core and asks the one Committer for a commit
+(gateway/ingest/commit.py); after each commit the committer hands the downlinks (ACKs,
+answers) to the links, and tells the service, which wakes the federation's forwarder and
+starts answering the queries the commit claimed. An answer is sealed and stored by the
+core and goes out with the next commit. `qis gateway run` builds a Gateway from
 its options; a test or another program can do the same. Nothing here decides anything
 about frames (the core does) or about outcomes after their ACK (the federation does).
 """
@@ -28,6 +28,7 @@ from .core import Flushed, GatewayCore
 from .errors import GatewayError
 from .federation import Federation, Settings
 from .http import HttpEndpoint
+from .ingest.commit import Committer
 from .ingest.serial import SerialIngest
 from .keys import load_registry
 from .sites import PeerSite, Site, load_site, load_sites
@@ -39,22 +40,36 @@ log = logging.getLogger("qis.gateway")
 
 
 class Gateway:
-    """One gateway: keys, database, core, serial ports, federation, HTTP endpoint."""
+    """One gateway: keys, database, core, links (serial ports, an MQTT broker, LoRa modems)
+    committing through one Committer, federation, HTTP endpoint."""
 
     def __init__(self, keys: Path, db: Path, serial_paths: list[str], baudrate: int = 115200,
                  dead_letters_per_device: int = 1000, dead_letter_budget_bytes: int = 64 << 20,
                  site_key: Path | None = None, sites_file: Path | None = None, nats: list[str] | None = None,
-                 settings: Settings | None = None, http_port: int | None = None) -> None:
+                 settings: Settings | None = None, http_port: int | None = None, mqtt=None, lora=None) -> None:
+        """mqtt: an ingest.mqtt.MqttOptions, or None; lora: an ingest.lora.LoraOptions, or None."""
         registry = load_registry(keys)
         if not registry:
             raise GatewayError(f"no device keys in {keys} (qis device provision first)")
+        if not (serial_paths or mqtt or lora):
+            raise GatewayError("no link to listen on: give --serial, --mqtt or --lora")
         self.store = OutcomeStore(db, per_device=dead_letters_per_device, budget_bytes=dead_letter_budget_bytes)
         self.core = GatewayCore(registry, self.store)
-        self.serial = SerialIngest(self.core, serial_paths, self.flush_soon, baudrate)
-        self.ingests = [self.serial]
+        self.committer = Committer(self.core, self._committed)
+        self.links: list = []
+        self.serial = SerialIngest(self.core, serial_paths, baudrate, committer=self.committer) if serial_paths else None
+        if self.serial is not None:
+            self.links.append(self.serial)
+        if mqtt is not None:
+            from .ingest.mqtt import MqttIngest
+
+            self.links.append(MqttIngest(self.core, mqtt, self.committer))
+        if lora is not None:
+            from .ingest.lora import LoraIngest
+
+            self.links.append(LoraIngest(self.core, lora, self.committer))
         self.federation = self._federation(db, site_key, sites_file, nats, settings)
         self.http = HttpEndpoint(self.federation, self.status, http_port) if http_port is not None else None
-        self._flush_scheduled = False
         self._answering: set[asyncio.Task] = set()
 
     def _federation(self, db: Path, site_key: Path | None, sites_file: Path | None, nats: list[str] | None,
@@ -76,23 +91,9 @@ class Gateway:
         local = settings or Settings(m=1)  # one site: "from at least m sites" can only mean one
         return Federation(site, Journal(self.store.path), LocalBus(site.name), peers, local)
 
-    # ------------------------------------------------------------------ the flush
+    # ------------------------------------------------------------------ after a commit
 
-    def flush_soon(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self.dispatch(self.core.flush())
-
-    def dispatch(self, done: Flushed) -> None:
-        for port, frame in (*done.acks, *done.answers):
-            for ingest in self.ingests:
-                if ingest.owns(port):
-                    ingest.send(port, frame)
-                    break
+    def _committed(self, done: Flushed) -> None:
         if done.committed:
             self.federation.wake()
         for port, query in done.queries:
@@ -110,12 +111,7 @@ class Gateway:
             status, answer = UNAVAILABLE, Answer()
         self.core.answer(port, query, status, answer.outcomes, answer.sites, answer.labels, answer.confirmed,
                          answer.models)
-        self.flush_soon()
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.flush_soon()
+        self.committer.schedule()
 
     # ------------------------------------------------------------------ running
 
@@ -129,25 +125,25 @@ class Gateway:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)  # kill -USR2: what every task waits on
-        for ingest in self.ingests:
-            ingest.start()
+        for link in self.links:
+            link.start()
+        self.committer.start()
         await self.federation.start()
         if self.http is not None:
             await self.http.start()
             print(f"http http://127.0.0.1:{self.http.port}", flush=True, file=sys.stderr)
-        ticker = asyncio.create_task(self._tick())
         print("gateway ready", flush=True, file=sys.stderr)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=stats_interval or None)
             except asyncio.TimeoutError:
                 log.info("stats %s", json.dumps(self.status()))
-        ticker.cancel()
-        for ingest in self.ingests:
-            ingest.close()
         if self._answering:  # an answer being computed gets its ask timeout, then no more
             await asyncio.wait(self._answering, timeout=self.federation.settings.ask_timeout_s + 1)
-        self._flush()  # commit what the links delivered last: the federation's writes must not wait for it
+        self.committer.close()
+        self.committer.flush()  # commit what the links delivered last: the federation's writes must not wait for it
+        for link in self.links:
+            link.close()
         if self.http is not None:
             await self.http.stop()
         try:

@@ -297,6 +297,22 @@ def seal_ack(device: DeviceKey, counter: int) -> bytes:
     return cbor2.dumps([PROTECTED, {4: device.kid, 6: piv}, ciphertext], canonical=True)
 
 
+def seal_multi_ack(device: DeviceKey, counters: list[int]) -> bytes:
+    """The multi-ACK (type 4) naming counters of one device: the highest, and a bitmap of
+    the 32 below it, in the partial IV (docs/PROTOCOL.md); the same bytes for the same set."""
+    top = max(counters)
+    bits = 0
+    for c in counters:
+        if not 0 <= top - c < spec.MULTI_ACK_SPAN:
+            raise ValueError(f"counter {c} is outside the {spec.MULTI_ACK_SPAN} below {top}")
+        if c != top:
+            bits |= 1 << (32 - (top - c))
+    piv = top.to_bytes(4, "big") + bits.to_bytes(4, "big")
+    plaintext = cbor2.dumps([spec.VERSION, spec.TYPE_MULTI_ACK])
+    ciphertext = AESCCM(device.key, tag_length=TAG_LEN).encrypt(_nonce(piv, spec.MULTI_ACK_IV), plaintext, AAD)
+    return cbor2.dumps([PROTECTED, {4: device.kid, 6: piv}, ciphertext], canonical=True)
+
+
 def jsonable(value: object) -> object:
     """A decoded CBOR value as JSON: byte strings (also as map keys) as hex, other keys as text."""
     if isinstance(value, bytes):

@@ -20,8 +20,8 @@ QIS = [sys.executable, "-m", "qis.tools.cli.main"]
 class Gateway:
     """A `qis gateway run` process on the given serial paths."""
 
-    def __init__(self, paths: list[str], db: Path, keys: Path) -> None:
-        self.args = [*QIS, "gateway", "run", "--db", str(db), "--keys", str(keys), "-v"]
+    def __init__(self, paths: list[str], db: Path, keys: Path, extra: list[str] = ()) -> None:
+        self.args = [*QIS, "gateway", "run", "--db", str(db), "--keys", str(keys), "-v", *extra]
         for p in paths:
             self.args += ["--serial", p]
         self.log: list[str] = []
@@ -54,11 +54,12 @@ class Gateway:
 class Device:
     """A `qis device emulate` process (and its MicroPython child) in its own process group."""
 
-    def __init__(self, serial: str, name: str, keys: Path, state: Path, frames: int, profile: str = "full",
-                 model: str = "cnn", heap: str = "512K", extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, serial: str | None, name: str, keys: Path, state: Path, frames: int, profile: str = "full",
+                 model: str = "cnn", heap: str = "512K", link: list[str] = (), extra: tuple[str, ...] = ()) -> None:
+        """serial: the pty path, or None with link: the emulate options of another link."""
         self.state = state
-        args = [*QIS, "device", "emulate", "--serial", serial, "--id", name, "--keys", str(keys),
-                "--frames", str(frames), "--profile", profile, "--state", str(state), "--quiet",
+        args = [*QIS, "device", "emulate", *(["--serial", serial] if serial else link), "--id", name, "--keys",
+                str(keys), "--frames", str(frames), "--profile", profile, "--state", str(state), "--quiet",
                 "--model", model, "--heap", heap, *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)

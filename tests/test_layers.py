@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EDGE_CORE = {"cbor", "ccm", "compat", "cose", "device", "errors", "fingerprint", "frame", "kernels", "model", "node",
+EDGE_CORE = {"airtime", "cbor", "ccm", "compat", "cose", "device", "errors", "fingerprint", "frame", "kernels", "model", "node",
              "store", "stream"}
 EDGE_OUTER = {"ecg", "links"}  # applications and links: may import the core, never the other way
 

@@ -1,8 +1,13 @@
 # Unix-port board: the emulated device (`qis device emulate` starts it).
 #   micropython boards/unix/main.py STATE_DIR FRAMES REPLAY_FILE OFFSET
-# Flash is STATE_DIR (config.json with the key, counter slots, outbox); the UART is
-# stdin/stdout, which the host connects to a pty; the sensor replays a recorded ECG
-# (int16 samples at 360 Hz) from OFFSET, looping. Events go to stderr as JSON lines.
+# Flash is STATE_DIR (config.json with the key, counter slots, outbox); the sensor replays
+# a recorded ECG (int16 samples at 360 Hz) from OFFSET, looping. Events go to stderr as
+# JSON lines. The link is the config's "link":
+#   uart  (default) stdin/stdout, which the host connects to a pty
+#   mqtt  a socket to the clinic broker (TLS with the CA in STATE_DIR/ca.der)
+#   lora  radio "sx127x": the emulated SX127x (simradio.py) on the medium's socket;
+#         radio "at": a RYLR998-class module on stdin/stdout (the host's emulated modem)
+# Each link gets the window and first timeout that fit it (the node measures the rest).
 import gc
 import json
 import sys
@@ -14,7 +19,6 @@ from edge.compat import ticks_ms, time_s
 from edge.ecg.app import EcgApp
 from edge.ecg.conclude import QemModel, RuleModel
 from edge.frame import profile
-from edge.links.uart import UartLink
 from edge.node import Node
 
 
@@ -46,6 +50,7 @@ def main(argv):
     retired = [(bytes.fromhex(r["kid"]), CCM(bytes.fromhex(r["key"]))) for r in config.get("retired", ())]
     model_file, model_id = config["model"], config["model_id"]
     config_ask_every = config.get("ask_every", 0)
+    link_config = config.get("link") or {"kind": "uart"}
     config = None  # the key is not kept around in plain sight
     # The largest long-lived buffers first, after a collection of what compiling the
     # modules left behind: the heap is least fragmented then.
@@ -53,14 +58,61 @@ def main(argv):
     model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
     app = EcgApp(replay(replay_path, offset), model, prof)
     ccm, counter = CCM(key), store.Counter(state)
-    node = Node(ccm, kid, counter, store.Outbox(state), prof, retired=retired)
+    link, tuning = make_link(link_config, state)
+    node = Node(ccm, kid, counter, store.Outbox(state), prof, retired=retired, **tuning)
     asker = None
     if config_ask_every:  # only a device that asks loads the query code
         from edge.query import Asker
 
         asker = Asker(ccm, kid, counter, prof)
-    link = UartLink(sys.stdin.buffer, sys.stdout.buffer)
-    return device.run(node, link, app, frames, ticks_ms, time_s, report, asker, config_ask_every)
+    code = device.run(node, link, app, frames, ticks_ms, time_s, report, asker, config_ask_every)
+    if hasattr(link, "close"):
+        link.close()
+    return code
+
+def make_link(cfg, state):
+    """(link, Node keyword arguments) for the config's link."""
+    kind = cfg["kind"]
+    if kind == "uart":
+        from edge.links.uart import UartLink
+
+        # 8 KiB in flight: ~0.7 s of a 115200-baud line, so a noisy line rarely loses a whole window
+        return UartLink(sys.stdin.buffer, sys.stdout.buffer), {"window_bytes": 8192}
+    if kind == "mqtt":
+        from edge.links.mqtt import MqttLink
+
+        ca = None
+        if cfg.get("tls"):
+            with open(state + "/ca.der", "rb") as f:
+                ca = f.read()
+        link = MqttLink(cfg["host"], cfg["port"], cfg["device"], cfg.get("password"), ca, report=report)
+        return link, {"window_bytes": 8192, "rto_ms": 2000}
+    if kind == "lora":
+        from edge.airtime import duty_divisor, time_on_air_us
+
+        scale = cfg.get("time_scale", 1)
+        radio = cfg.get("radio", "sx127x")
+        if radio == "at":
+            from edge.links.lora_at import AtLoraLink
+
+            link = AtLoraLink(sys.stdin.buffer, sys.stdout.buffer, sf=cfg["sf"], address=cfg.get("address", 1),
+                              time_scale=scale)
+        else:
+            from edge.links.lora import LoraLink
+            from simradio import SimModem
+
+            modem = SimModem(cfg["medium"], cfg.get("address", 1), cfg.get("name", ""),
+                             {"freq_khz": 869525, "sf": cfg["sf"], "bw": "125", "coding_rate": 5, "preamble_len": 8})
+            link = LoraLink(modem, time_scale=scale)
+        # A few compact frames in flight, so one multi-ACK can answer several. Timeouts in
+        # uplink periods (the duty cycle's shortest time between two frames): the gateway
+        # holds an ACK until 4 counters are pending or 3 periods have passed, so no timeout
+        # is shorter than 4 periods (a retransmission costs a whole period of the budget);
+        # losses under that are found by the multi-ACKs that leave a counter out (RACK).
+        period_ms = time_on_air_us(51, cfg["sf"]) * duty_divisor(868100) // 1000 / scale
+        return link, {"window_bytes": 8 * 51, "rto_ms": int(5 * period_ms), "min_rto_ms": int(4 * period_ms),
+                      "max_rto_ms": int(60 * period_ms)}
+    raise ValueError("unknown link %r in config.json" % kind)
 
 
 try:

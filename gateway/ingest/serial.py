@@ -5,9 +5,9 @@ On a byte stream every frame travels as a stream record, ``00 COBS(frame || CRC3
 reader of that format, on the `cobs` package; the edge's is edge/stream.py.
 
 Rules of the shell:
-- All reads that are ready in one loop iteration are fed to the core, then the service's
-  one flush() commits them together and hands the downlinks back through send(): one
-  fsync per batch instead of per frame.
+- All reads that are ready in one loop iteration are fed to the core, then one flush()
+  commits them together and the ACKs (and answers) go out: one fsync per batch instead of per frame
+  (gateway/ingest/commit.py; the commit is shared with the gateway's other links).
 - No port can stall another: ACKs are written without blocking into the port's file
   descriptor; what the port cannot take at once waits in that port's own output queue,
   drained when the port is writable. A queue that would grow past ``max_queue`` bytes
@@ -27,7 +27,8 @@ from collections.abc import Callable
 import serial
 from cobs import cobs
 
-from ..core import GatewayCore
+from ..core import Flushed, GatewayCore
+from .commit import Committer
 
 log = logging.getLogger("qis.gateway.serial")
 MAX_FRAME = 600  # larger than any profile; a longer record is line noise
@@ -100,31 +101,34 @@ def deliver(core: GatewayCore, port: str, decoder: RecordDecoder, data: bytes) -
 
 
 class SerialIngest:
-    """Reads and writes the given serial ports on the running event loop. The gateway's
-    service flushes the core; this shell asks it to (request_flush) after each read and
-    sends it the frames for its ports (send)."""
+    """Reads and writes the given serial ports on the running event loop; frames read go to
+    the core, and the committer hands back the downlinks of these ports (deliver)."""
 
-    def __init__(self, core: GatewayCore, paths: list[str], request_flush: Callable[[], None],
-                 baudrate: int = 115200, reopen_s: float = 0.5, max_queue: int = 16384) -> None:
+    def __init__(self, core: GatewayCore, paths: list[str], baudrate: int = 115200, reopen_s: float = 0.5,
+                 max_queue: int = 16384, on_commit: Callable[[Flushed], None] | None = None,
+                 committer: Committer | None = None) -> None:
+        """committer: the gateway's shared one; without it the ingest commits on its own
+        (and tells on_commit, where routing hangs)."""
         self.core = core
         self.paths = list(paths)
-        self.request_flush = request_flush
         self.baudrate = baudrate
         self.reopen_s = reopen_s
         self.max_queue = max_queue
+        self._own_committer = committer is None
+        self.committer = committer or Committer(core, on_commit)
+        self.committer.links.append(self)
         self._ports: dict[str, serial.Serial] = {}
         self._decoders: dict[str, RecordDecoder] = {}
         self._queues: dict[str, bytearray] = {}
         self._empty_reads: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def owns(self, port: str) -> bool:
-        return port in self.paths
-
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for path in self.paths:
             self._open(path)
+        if self._own_committer:
+            self.committer.start()
 
     def _open(self, path: str) -> None:
         try:
@@ -174,20 +178,21 @@ class SerialIngest:
             return
         self._empty_reads[path] = 0
         deliver(self.core, path, self._decoders[path], data)
-        self.request_flush()
+        self.committer.schedule()
 
-    def send(self, path: str, frame: bytes) -> None:
-        """Queue one downlink frame (an ACK or an answer) for path, as a stream record."""
-        queue = self._queues.get(path)
-        if queue is None:
-            return  # the port went away; the device will retransmit and get it again
-        wire = encode_record(frame)
-        if len(queue) + len(wire) > self.max_queue:
-            self._close(path, f"output queue over {self.max_queue} bytes: the other side is not reading")
-            return
-        queue += wire
-        if len(queue) == len(wire):  # the queue was empty: nothing is waiting on writability
-            self._drain(path)
+    def deliver(self, done: Flushed) -> None:
+        """Queue the ACKs and answers of the ports this ingest owns (the committer calls this)."""
+        for path, ack in (*done.acks, *((port, frame) for port, _, frame in done.answers)):
+            queue = self._queues.get(path)
+            if queue is None:
+                continue  # the port went away; the device will retransmit and get a new ACK
+            wire = encode_record(ack)
+            if len(queue) + len(wire) > self.max_queue:
+                self._close(path, f"output queue over {self.max_queue} bytes: the other side is not reading")
+                continue
+            queue += wire
+            if len(queue) == len(wire):  # the queue was empty: nothing is waiting on writability
+                self._drain(path)
 
     def _drain(self, path: str) -> None:
         """Write what the port takes now; wait for writability for the rest."""
@@ -208,6 +213,8 @@ class SerialIngest:
             self._loop.remove_writer(port.fileno())
 
     def close(self) -> None:
+        if self._own_committer:
+            self.committer.close()
         for path in list(self._ports):
             port = self._ports.pop(path)
             self._loop.remove_reader(port.fileno())

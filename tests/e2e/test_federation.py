@@ -269,7 +269,7 @@ def test_bad_federation_input_is_refused_counted_and_changes_no_aggregate(fed, t
                             spec.UPLINK_IV))
     q[100] ^= 1
     import os
-    fd = os.open(clinic.links[0].a_path, os.O_RDWR | os.O_NOCTTY)
+    fd = os.open(next(iter(clinic.rig.serial.values())).a_path, os.O_RDWR | os.O_NOCTTY)
     os.write(fd, stream.encode(bytes(q)))
     os.close(fd)
     wait_for(lambda: clinic.get("/status")["gateway"]["refused_by_code"].get("auth", 0) >= 1, 20, "the refusal")

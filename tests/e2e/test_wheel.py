@@ -1,6 +1,7 @@
 """qis-edge installed from a wheel (not `pip install -e`) into a fresh virtual environment
-runs the demo from outside the source tree: boards, models and the replay travel inside
-the wheel, and nothing is found through the checkout."""
+runs the demo on all three links from outside the source tree: boards, models, the replay
+and the clinic broker configuration travel inside the wheel, and nothing is found through
+the checkout."""
 from __future__ import annotations
 
 import json
@@ -37,10 +38,11 @@ def test_a_built_wheel_runs_the_demo_outside_the_source_tree(tmp_path):
     where = subprocess.run([str(python), "-c", "import qis.edge, qis.boards, qis.models; print(qis.edge.__file__)"],
                            cwd=elsewhere, env=env, check=True, capture_output=True, text=True).stdout.strip()
     assert where.startswith(str(fresh)), where  # the wheel's copy, not the checkout
-    proc = subprocess.run([str(venv / "bin" / "qis"), "demo", "--devices", "2", "--frames", "5", "--json",
-                           "--workdir", str(tmp_path / "work")], cwd=elsewhere, env=env, capture_output=True,
-                          text=True, timeout=600)
+    # every link: the LoRa board radio and the shipped mosquitto configuration travel in the wheel too
+    proc = subprocess.run([str(venv / "bin" / "qis"), "demo", "--links", "serial,lora,mqtt", "--devices", "1",
+                           "--frames", "5", "--json", "--workdir", str(tmp_path / "work")], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert (summary["frames_sent"], summary["frames_acked"], summary["frames_stored"]) == (10, 10, 10)
+    assert (summary["frames_sent"], summary["frames_acked"], summary["frames_stored"]) == (15, 15, 15)
     assert summary["rows_match"] is True

@@ -89,3 +89,35 @@ def test_ack_of_another_version_is_named():
     v2 = bytes([0x82, 0x02, 0x02, 0x00, 0x00])
     sealed = frame.seal(ccm, KID, 5, v2, frame.DOWNLINK_IV)
     assert "version 2" in str(raises(errors.FrameError, frame.open_ack, ccm, KID, sealed))
+
+
+def test_golden_multi_acks_seal_and_open():
+    ccm = ccm_mod.CCM(KEY)
+    for v in VECTORS["multi_acks"]:
+        sealed = frame.seal_multi_ack(ccm, KID, v["counters"])
+        assert sealed == unhex(v["frame"]) and len(sealed) == frame.MULTI_ACK_SIZE
+        assert frame.open_multi_ack(ccm, KID, sealed) == v["counters"]
+
+
+def test_multi_ack_checks():
+    ccm = ccm_mod.CCM(KEY)
+    multi = frame.seal_multi_ack(ccm, KID, [40, 8])
+    raises(errors.FrameError, frame.open_multi_ack, ccm, KID, multi[:-1])
+    assert "not ours" in str(raises(errors.FrameError, frame.open_multi_ack, ccm, b"\x00\x00\x00\x01", multi))
+    for i in (14, 21, 25, len(multi) - 1):  # the bitmap and the counter are covered by the tag
+        bad = bytearray(multi)
+        bad[i] ^= 0x01
+        raises(errors.AuthError, frame.open_multi_ack, ccm, KID, bytes(bad))
+    assert "more than 32 below" in str(raises(errors.EncodeError, frame.seal_multi_ack, ccm, KID, [40, 7]))
+    raises(errors.EncodeError, frame.seal_multi_ack, ccm, KID, [])
+    # an ACK's nonce space never opens a multi-ACK and the other way round
+    as_ack = frame.seal(ccm, KID, 9, frame.MULTI_ACK_PLAINTEXT, frame.DOWNLINK_IV)
+    raises(errors.FrameError, frame.open_multi_ack, ccm, KID, as_ack)
+    piv = frame.multi_ack_piv([3, 2])
+    forged = ccm_mod.CCM(KEY)
+    wrong_iv = load("cose").encrypt0(forged, KID, piv, frame.MULTI_ACK_PLAINTEXT, frame.DOWNLINK_IV)
+    raises(errors.AuthError, frame.open_multi_ack, ccm, KID, wrong_iv)
+    # a bitmap naming counters below 0 is refused, not wrapped
+    below = load("cose").encrypt0(ccm, KID, b"\x00\x00\x00\x01\xc0\x00\x00\x00", frame.MULTI_ACK_PLAINTEXT,
+                                  frame.MULTI_ACK_IV)
+    assert "below 0" in str(raises(errors.FrameError, frame.open_multi_ack, ccm, KID, below))

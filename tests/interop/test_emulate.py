@@ -101,3 +101,26 @@ def test_a_flash_of_another_device_is_refused(tmp_path):
     provision("dev-b", keys)
     with pytest.raises(ToolError, match="belongs to device dev-a, not dev-b"):
         emulate.prepare_state(state, keys / "dev-b.key", "compact", "rule")
+def _qis(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "qis.tools.cli.main", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_link_options_are_checked_before_anything_runs(tmp_path):
+    provision("dev-a", tmp_path / "keys")
+    base = ["--id", "dev-a", "--keys", str(tmp_path / "keys"), "--frames", "1", "--state", str(tmp_path / "s")]
+    r = _qis("device", "emulate", *base)
+    assert r.returncode == 2 and "give exactly one link" in r.stderr
+    r = _qis("device", "emulate", "--serial", "/dev/null", "--mqtt", "mqtt://h:1", *base)
+    assert r.returncode == 2 and "give exactly one link" in r.stderr
+    r = _qis("device", "emulate", "--lora", str(tmp_path / "m.sock"), "--profile", "full", *base)
+    assert r.returncode == 2 and "does not fit a LoRa packet" in r.stderr
+    r = _qis("device", "emulate", "--mqtt", "mqtts://127.0.0.1:8883", *base)
+    assert r.returncode == 2 and "--mqtt-ca" in r.stderr
+    r = _qis("gateway", "run", "--db", str(tmp_path / "gw.db"), "--keys", str(tmp_path / "keys"))
+    assert r.returncode == 2 and "give at least one link" in r.stderr
+    r = _qis("loopback", "--baud", "-5")
+    assert r.returncode == 2 and "baud must be >= 0" in r.stderr

@@ -25,11 +25,12 @@ from mp import ROOT, mp_lines, pycose_open
 from qis.edge import frame as edge_frame
 from qis.edge.ccm import CCM
 from qis.gateway.keys import DeviceKey
-from qis.gateway.verify import Outcome, open_outcome, seal_ack
+from qis.gateway.verify import Outcome, open_outcome, seal_ack, seal_multi_ack
 
 # What PROTOCOL.md states, written out here rather than taken from the code under test.
 UPLINK_IV = bytes.fromhex("01000000000000000000000000")
 DOWNLINK_IV = bytes.fromhex("02000000000000000000000000")
+MULTI_ACK_IV = bytes.fromhex("03000000000000000000000000")
 AAD = bytes.fromhex("8368456e637279707430" "43a1010a" "40")  # ["Encrypt0", h'a1010a', h'']
 PROFILES = {  # name: (frame bytes, ciphertext header, plaintext bytes, fingerprint bytes)
     "compact": (51, bytes.fromhex("581f"), 23, 4),
@@ -47,7 +48,7 @@ FRAME_SCHEMA = pycddl.Schema(_CDDL)  # pycddl validates against the first rule: 
 # one of its alternatives (it backtracks badly over ext's `any`), so each plaintext is
 # validated against its own rule, chosen by its type and length.
 _RULES = {name: pycddl.Schema(f"root = {name}\n" + _CDDL)
-          for name in ("outcome-compact", "outcome-full", "ack", "query", "answer")}
+          for name in ("outcome-compact", "outcome-full", "ack", "query", "multi-ack", "answer")}
 
 
 class _PlaintextSchema:
@@ -56,7 +57,7 @@ class _PlaintextSchema:
         item = cbor2.loads(encoded)
         kind = item[1] if isinstance(item, list) and len(item) > 1 else None
         rule = {1: "outcome-full" if isinstance(item, list) and len(item) == 10 else "outcome-compact", 2: "ack",
-                3: "query", 5: "answer"}.get(kind, "outcome-compact")
+                3: "query", 4: "multi-ack", 5: "answer"}.get(kind, "outcome-compact")
         _RULES[rule].validate_cbor(encoded)
 
 
@@ -235,6 +236,11 @@ def test_pycddl_is_a_working_oracle() -> None:
         FRAME_SCHEMA.validate_cbor(cbor2.dumps([b"\xa1\x01\x0a", {4: bytes(3), 6: bytes(4)}, bytes(9)]))
     with pytest.raises(pycddl.ValidationError):
         FRAME_SCHEMA.validate_cbor(cbor2.dumps([b"\xa1\x01\x0a", {4: bytes(4)}, bytes(9)]))
+    FRAME_SCHEMA.validate_cbor(cbor2.dumps([b"\xa1\x01\x0a", {4: bytes(4), 6: bytes(8)}, bytes(11)]))
+    with pytest.raises(pycddl.ValidationError):  # a partial IV neither a counter nor a multi-ACK's
+        FRAME_SCHEMA.validate_cbor(cbor2.dumps([b"\xa1\x01\x0a", {4: bytes(4), 6: bytes(6)}, bytes(11)]))
+    with pytest.raises(pycddl.ValidationError):
+        PLAINTEXT_SCHEMA.validate_cbor(cbor2.dumps([1, 4, 0]))
 
 
 # --- ACKs: sealed by the gateway, opened and re-sealed by MicroPython ------------------------
@@ -328,10 +334,36 @@ def test_golden_ack_vector(vector: dict) -> None:
     assert cbor2.loads(plaintext[:3]) == [1, 2]
 
 
+@pytest.mark.parametrize("vector", VECTORS["multi_acks"], ids=lambda v: "multi-ack %s" % v["counters"][:3])
+def test_golden_multi_ack_vector(vector: dict) -> None:
+    # Re-derived from PROTOCOL.md: 22-byte header with an 8-byte partial IV (highest counter,
+    # then the bitmap of the 32 below, MSB first), ciphertext header 4b, plaintext [1, 4].
+    key, kid = bytes.fromhex(VECTORS["key"]), bytes.fromhex(VECTORS["kid"])
+    message = bytes.fromhex(vector["frame"])
+    counters = vector["counters"]
+    top = counters[0]
+    bits = sum(1 << (32 - (top - c)) for c in counters[1:])
+    piv = top.to_bytes(4, "big") + bits.to_bytes(4, "big")
+    assert len(message) == 34
+    assert message[:18] == bytes.fromhex("8343a1010aa20444") + kid + bytes.fromhex("0648") + piv[:4]
+    assert message[18:23] == piv[4:] + b"\x4b"
+    FRAME_SCHEMA.validate_cbor(message)
+    nonce = bytes(a ^ b for a, b in zip(bytes(5) + piv, MULTI_ACK_IV))
+    plaintext = AESCCM(key, tag_length=8).decrypt(nonce, message[23:], AAD)
+    assert plaintext == bytes.fromhex("820104")
+    PLAINTEXT_SCHEMA.validate_cbor(plaintext)
+    assert cbor2.loads(plaintext) == [1, 4]
+    assert pycose_open(message, key, MULTI_ACK_IV).decrypt() == plaintext
+    device = DeviceKey("dev", kid, key)
+    assert seal_multi_ack(device, counters) == message  # the gateway's own sealer agrees
+
+
 def test_golden_vectors_cover_both_profiles_and_counter_edges() -> None:
     assert {v["profile"] for v in VECTORS["outcomes"]} == set(PROFILES)
     assert {0, U32} <= {v["counter"] for v in VECTORS["outcomes"]}
     assert {0, U32} <= {v["counter"] for v in VECTORS["acks"]}
+    assert {0, U32} <= {c for v in VECTORS["multi_acks"] for c in v["counters"]}
+    assert max(len(v["counters"]) for v in VECTORS["multi_acks"]) == 33
 
 
 # --- nonce uniqueness across reboots of one MicroPython node ---------------------------------
@@ -345,7 +377,7 @@ key, kid = bytes.fromhex(%(key)r), bytes.fromhex(%(kid)r)
 seq = 0
 for boot in range(%(boots)d):
     ccm, box = CCM(key), store.Outbox(d)
-    node = Node(ccm, kid, store.Counter(d, block=16), box, frame.COMPACT, window=4, outbox_limit=128)
+    node = Node(ccm, kid, store.Counter(d, block=16), box, frame.COMPACT, window_bytes=4 * 51, outbox_limit=128)
     for c in box.pending():
         print("pending %%d %%d %%s" %% (boot, c, box.get(c).hex()))
     now = 0
@@ -357,7 +389,7 @@ for boot in range(%(boots)d):
             print("sent %%d %%s" %% (boot, sent.hex()))
         if seq %% 3 == 0:  # the gateway acknowledges two outcomes of every three
             continue
-        print("ack %%d %%s %%d" %% ((boot,) + node.receive(frame.seal_ack(ccm, kid, c))))
+        print("ack %%d %%s %%d" %% ((boot,) + node.receive(frame.seal_ack(ccm, kid, c), now)))
         now += 50
 """
 

@@ -1,5 +1,6 @@
-"""The edge decoders of untrusted bytes on hostile input, under CPython (hypothesis) and under
-the real MicroPython unix port (the `qis fuzz` targets, with bounded counts).
+"""The decoders of untrusted bytes on hostile input (frames, ACKs and multi-ACKs, stream
+records, MQTT packets, AT module output), under CPython (hypothesis) and under the real
+MicroPython unix port (the `qis fuzz` targets, with bounded counts).
 
 The only documented failure is a QisError subclass; and whatever the edge CBOR decoder
 accepts must re-encode to the very same bytes (it accepts one deterministic form only).
@@ -55,7 +56,24 @@ def test_micropython_targets(target):
     assert report["retimed_worst_us"] < 50_000
 
 
-@pytest.mark.parametrize("target", ["frame", "plaintext", "cbor", "stream"])
+@settings(max_examples=300, deadline=None)
+@given(rng=st.randoms(use_true_random=False))
+def test_device_mqtt_decoder_and_at_parser_on_cpython(rng):
+    from qis.edge.links.lora_at import AtParser
+    from qis.edge.links.mqtt_codec import Decoder
+
+    try:
+        for event in Decoder(1024).feed(inputs.mqtt_like(rng, [VALID[0]])):
+            assert event[0] in ("connack", "publish", "puback", "suback", "pingresp")
+    except QisError:
+        pass
+    for event in AtParser().feed(inputs.at_like(rng, VALID[:1])):
+        assert event[0] in ("ok", "err", "ready", "value", "rcv", "error")
+        if event[0] == "rcv":
+            assert len(event[2]) <= 255
+
+
+@pytest.mark.parametrize("target", ["frame", "plaintext", "cbor", "stream", "at"])
 def test_host_targets_of_qis_fuzz(target):
     report = fuzz(target, seconds=60, limit=5_000, seed=7)
     assert report["inputs"] >= 5_000 and report["unexpected"] == 0, report["examples"]

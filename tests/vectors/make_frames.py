@@ -19,6 +19,9 @@ CASES = [
     ("full, large counter and ids", "full", 0x01020304, dict(time=1, model=65535, domain=65535, label=65535, confidence=0, fingerprint="00" * 16, topk=[[65535, 255]] * 5)),
 ]
 
+# Multi-ACKs (type 4): one counter; the lowest and the highest counter; a gap; the whole span.
+MULTI_ACK_CASES = [[0], [0xFFFFFFFF], [38, 9, 8, 7], [100, 68], list(range(1000, 1033))]
+
 
 def main() -> None:
     ccm = CCM(KEY)
@@ -31,7 +34,9 @@ def main() -> None:
         outcomes.append({"name": name, "profile": prof, "counter": counter, "fields": f,
                          "plaintext": pt.hex(), "frame": sealed.hex()})
     acks = [{"counter": c, "frame": frame.seal_ack(ccm, KID, c).hex()} for c in (0, 7, 0xFFFFFFFF)]
-    doc = {"key": KEY.hex(), "kid": KID.hex(), "outcomes": outcomes, "acks": acks}
+    multi_acks = [{"counters": sorted(cs, reverse=True), "frame": frame.seal_multi_ack(ccm, KID, cs).hex()}
+                  for cs in MULTI_ACK_CASES]
+    doc = {"key": KEY.hex(), "kid": KID.hex(), "outcomes": outcomes, "acks": acks, "multi_acks": multi_acks}
     Path(__file__).with_name("frames.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 

@@ -1,4 +1,5 @@
-"""`qis gateway run`: receive, verify, store and acknowledge frames from serial ports."""
+"""`qis gateway run`: receive, verify, store and acknowledge frames from serial ports, an
+MQTT broker and a LoRa modem, into one database."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,22 @@ import sys
 from pathlib import Path
 
 from qis.gateway.federation import Settings
+from qis.gateway.ingest.lora import LoraOptions
+from qis.gateway.ingest.mqtt import MqttOptions
 from qis.gateway.service import Gateway
+
+from ..errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--serial", action="append", required=True, metavar="PATH", help="serial port (repeatable)")
+    parser.add_argument("--serial", action="append", default=[], metavar="PATH", help="serial port (repeatable)")
+    parser.add_argument("--mqtt", metavar="URL", help="broker: mqtt://USER@HOST:PORT or mqtts://... (TLS)")
+    parser.add_argument("--mqtt-password-file", type=Path, metavar="FILE", help="the MQTT password (file 0600)")
+    parser.add_argument("--mqtt-ca", type=Path, metavar="FILE", help="the clinic CA certificate, for mqtts://")
+    parser.add_argument("--lora", metavar="PATH", help="USB-serial LoRa modem (AT commands, RYLR998-class)")
+    parser.add_argument("--lora-sf", type=int, default=7, help="LoRa spreading factor, 7..12 (default 7)")
+    parser.add_argument("--lora-time-scale", type=float, default=1.0,
+                        help="emulation only: the emulated medium runs this many times faster than real time")
     parser.add_argument("--db", required=True, type=Path, help="SQLite database file (created 0600)")
     parser.add_argument("--keys", required=True, type=Path, help="device key directory (0700)")
     parser.add_argument("--baudrate", type=int, default=115200)
@@ -45,10 +57,14 @@ def run(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)  # kill -USR1: the stacks
     logging.basicConfig(level=logging.INFO if args.verbose or args.stats_interval else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    if not (args.serial or args.mqtt or args.lora):
+        raise UsageError("give at least one link: --serial PATH, --mqtt URL or --lora PATH")
+    mqtt = MqttOptions(args.mqtt, args.mqtt_password_file, args.mqtt_ca) if args.mqtt else None
+    lora = LoraOptions(args.lora, sf=args.lora_sf, time_scale=args.lora_time_scale) if args.lora else None
     settings = Settings(replicas=args.replicas, k=args.release_k,
                         m=args.release_m if args.release_m is not None else (2 if args.nats else 1), cap=args.cap)
     gateway = Gateway(args.keys, args.db, args.serial, args.baudrate, args.dead_letters_per_device,
                       int(args.dead_letter_budget * 1024 * 1024), args.site_key, args.sites, args.nats, settings,
-                      None if args.http < 0 else args.http)
+                      None if args.http < 0 else args.http, mqtt=mqtt, lora=lora)
     print(json.dumps(gateway.run(args.stats_interval)), file=sys.stderr)
     return 0

@@ -41,7 +41,7 @@ TASKS: list[tuple[str, list[Command]]] = [
     ]),
     ("device", [
         Command("device provision", "qis.tools.cli.provision", "create a device key (file mode 0600)"),
-        Command("device emulate", "qis.tools.sim.emulate", "run the edge code under MicroPython on a serial port"),
+        Command("device emulate", "qis.tools.sim.emulate", "run the edge code under MicroPython on a serial, MQTT or LoRa link"),
     ]),
     ("gateway", [
         Command("gateway run", "qis.tools.cli.gateway_run", "receive, verify, store and acknowledge frames"),
@@ -63,11 +63,13 @@ TASKS: list[tuple[str, list[Command]]] = [
     ("bench", [
         Command("bench frames", "qis.tools.bench.frames", "frames/s on the device and the gateway, against baselines"),
         Command("bench model", "qis.tools.bench.model", "int8 inference speed under MicroPython against its ceiling"),
+        Command("bench link", "qis.tools.bench.link", "what each link delivers against its medium's limit (serial, LoRa)"),
         Command("bench federation", "qis.tools.bench.federation",
                 "forwarding and query latency on a 3-node NATS cluster against bare NATS"),
     ]),
     ("test tools", [
-        Command("loopback", "qis.tools.sim.loopback", "a pty serial cable between two paths, optionally noisy"),
+        Command("loopback", "qis.tools.sim.loopback", "a pty serial cable between two paths, optionally noisy and paced"),
+        Command("lora medium", "qis.tools.sim.lora_medium", "an emulated LoRa medium (airtime, duty cycle, loss, collisions)"),
         Command("fuzz", "qis.tools.fuzz.run", "structure-aware fuzzing of every decoder of untrusted bytes"),
     ]),
 ]

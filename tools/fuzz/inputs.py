@@ -107,7 +107,7 @@ def frame_like(rng: random.Random, valid: list[bytes]) -> bytes:
     past the size check), built from hostile CBOR, from valid frames with a few bytes
     changed, or with a valid envelope around nonsense."""
     kind = rng.randrange(6)
-    size = rng.choice([spec.COMPACT.size, spec.FULL.size, spec.ACK_SIZE])
+    size = rng.choice([spec.COMPACT.size, spec.FULL.size, spec.ACK_SIZE, spec.MULTI_ACK_SIZE])
     if kind == 0:  # the issue's two frames and their family
         n = rng.randrange(8, 64)
         body = rng.choice([b"\x83\x43\xa1\x01\x0a\xa1" + shared_value_dag(n) + b"\x00\x40",
@@ -151,6 +151,66 @@ def stream_like(rng: random.Random, valid: list[bytes]) -> bytes:
             parts.append(_mutate(rng, stream.encode(rng.choice(valid))))
         elif kind == 2:
             parts.append(bytes(rng.randrange(1, 256) for _ in range(rng.choice([10, 700, 2000]))))
+        else:
+            parts.append(bytes(rng.randrange(256) for _ in range(rng.randrange(64))))
+    return b"".join(parts)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def mqtt_like(rng: random.Random, valid: list[bytes]) -> bytes:
+    """Bytes a broker (or whoever sits on its port) could send a device: packets of every
+    type and flag, remaining lengths that lie or run to 5 bytes, topics longer than their
+    body, and valid PUBLISHes of frames with a few bytes changed."""
+    parts = []
+    for _ in range(rng.randrange(1, 5)):
+        kind = rng.randrange(6)
+        if kind == 0:
+            parts.append(rng.choice(valid))
+        elif kind == 1:
+            parts.append(_mutate(rng, rng.choice(valid)))
+        elif kind == 2:  # any type and flags, a body of the claimed length or not
+            body = bytes(rng.randrange(256) for _ in range(rng.randrange(8)))
+            claim = len(body) if rng.random() < 0.7 else rng.choice([0, 2, 300, 1 << 20, (1 << 28) - 1])
+            parts.append(bytes([rng.randrange(256)]) + _varint(claim) + body)
+        elif kind == 3:  # a remaining length of 5 bytes
+            parts.append(b"\x30\xff\xff\xff\xff\x7f")
+        elif kind == 4:  # a PUBLISH whose topic length runs past its body
+            tlen = rng.choice([0, 5, 200, 65535])
+            parts.append(b"\x32" + _varint(4) + tlen.to_bytes(2, "big") + b"ab")
+        else:
+            parts.append(bytes(rng.randrange(256) for _ in range(rng.randrange(32))))
+    return b"".join(parts)
+
+
+def at_like(rng: random.Random, valid: list[bytes]) -> bytes:
+    """A chunk of AT module output: +OK, +ERR, +RCV lines of frames (their data may hold
+    CR, LF and commas), lines whose length field lies, long lines, missing tails, noise."""
+    parts = []
+    for _ in range(rng.randrange(1, 5)):
+        kind = rng.randrange(7)
+        payload = rng.choice(valid)
+        if kind == 0:
+            parts.append(rng.choice([b"+OK\r\n", b"+ERR=12\r\n", b"+READY\r\n", b"+BAND=868100000\r\n"]))
+        elif kind == 1:
+            parts.append(b"+RCV=%d,%d," % (rng.randrange(70000), len(payload)) + payload + b",-%d,%d\r\n"
+                         % (rng.randrange(130), rng.randrange(-20, 15)))
+        elif kind == 2:  # a length that lies
+            claim = rng.choice([0, len(payload) - 1, len(payload) + 1, 255, 256, 999, 10 ** 6])
+            parts.append(b"+RCV=1,%d," % claim + payload + b",-60,9\r\n")
+        elif kind == 3:
+            parts.append(_mutate(rng, b"+RCV=5,%d," % len(payload) + payload + b",-60,9\r\n"))
+        elif kind == 4:
+            parts.append(b"+" + bytes(rng.randrange(32, 127) for _ in range(rng.choice([10, 70, 300]))) + b"\r\n")
+        elif kind == 5:
+            parts.append(b"+RCV=" + b"9" * rng.choice([3, 6, 40]) + b"," * rng.randrange(4))
         else:
             parts.append(bytes(rng.randrange(256) for _ in range(rng.randrange(64))))
     return b"".join(parts)

@@ -1,4 +1,5 @@
-# The MicroPython side of `qis fuzz`: runs one decoder of untrusted bytes over inputs read
+# The MicroPython side of `qis fuzz`: runs one decoder of untrusted bytes (CBOR, stream
+# records, ACKs, multi-ACKs, MQTT packets, AT module output) over inputs read
 # from stdin and prints one JSON summary line. Runs under the unix port with the edge
 # package on MICROPYPATH:
 #     micropython tools/fuzz/mp_target.py TARGET < records
@@ -13,7 +14,9 @@ import time
 from edge import cbor, stream
 from edge.ccm import CCM
 from edge.errors import QisError
-from edge.frame import open_ack
+from edge.frame import open_ack, open_multi_ack
+from edge.links.lora_at import AtParser
+from edge.links.mqtt_codec import Decoder as MqttDecoder
 
 KEY = bytes(range(16))
 KID = b"\xa1\xb2\xc3\xd4"
@@ -45,7 +48,32 @@ def run_ack(data):
         pass
 
 
-TARGETS = {"cbor": run_cbor, "stream": run_stream, "ack": run_ack}
+def run_multiack(data):
+    try:
+        open_multi_ack(_ccm, KID, data)
+    except QisError:
+        pass
+
+
+def run_mqtt(data):
+    # A protocol error closes the connection: each input is a new connection's bytes.
+    try:
+        MqttDecoder(1024).feed(data)
+    except QisError:
+        pass
+
+
+_at = AtParser()  # the device's own: one stream of module output, as on a board
+
+
+def run_at(data):
+    for event in _at.feed(data):
+        if event[0] == "rcv" and len(event[2]) > 255:
+            raise ValueError("+RCV payload longer than the parser's bound")
+
+
+TARGETS = {"cbor": run_cbor, "stream": run_stream, "ack": run_ack, "multiack": run_multiack, "mqtt": run_mqtt,
+           "at": run_at}
 
 
 def main():

@@ -6,9 +6,11 @@ Targets (each feeds tools/fuzz/inputs.py's hostile bytes to the real code):
   plaintext   the same path on hostile plaintexts sealed under a registered key
   cbor        the edge CBOR decoder under CPython (what decodes must re-encode to itself)
   stream      the gateway's serial record decoder (gateway/ingest/serial.py)
-  cbor-mp, stream-mp, ack-mp
-              the edge CBOR decoder, the device's stream decoder and its ACK check,
-              under the real MicroPython unix port (tools/fuzz/mp_target.py)
+  at          the gateway's reader of LoRa modem output (gateway/ingest/lora.py)
+  cbor-mp, stream-mp, ack-mp, multiack-mp, mqtt-mp, at-mp
+              the edge CBOR decoder, the device's stream decoder, its ACK and multi-ACK
+              checks, its MQTT packet decoder and its AT response parser, under the real
+              MicroPython unix port (tools/fuzz/mp_target.py)
 
 Each input must return within a bound and raise nothing but the documented rejection
 (Rejected on the gateway, a QisError subclass in edge code). The report gives the number
@@ -40,6 +42,7 @@ from qis.edge import cbor, stream
 from qis.edge import frame as spec
 from qis.edge.ccm import CCM
 from qis.edge.errors import QisError
+from qis.gateway.ingest.lora import AtReader
 from qis.gateway.ingest.serial import RecordDecoder
 from qis.gateway.keys import DeviceKey
 from qis.gateway.verify import Rejected, open_outcome
@@ -53,8 +56,8 @@ DEVICE = DeviceKey("fuzz-device", KID, KEY)
 REGISTRY = {KID: DEVICE}
 VALID_EVERY = 100
 SLOWEST = 8
-MP_TARGETS = ("cbor-mp", "stream-mp", "ack-mp")
-TARGETS = ("frame", "plaintext", "cbor", "stream", *MP_TARGETS)
+MP_TARGETS = ("cbor-mp", "stream-mp", "ack-mp", "multiack-mp", "mqtt-mp", "at-mp")
+TARGETS = ("frame", "plaintext", "cbor", "stream", "at", *MP_TARGETS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +78,21 @@ def valid_frames() -> list[bytes]:
 
 def _ack() -> bytes:
     return bytes(spec.seal_ack(CCM(KEY), KID, 7))
+
+
+def _multi_ack() -> bytes:
+    return bytes(spec.seal_multi_ack(CCM(KEY), KID, [40, 38, 9]))
+
+
+def _mqtt_publish(payload: bytes) -> bytes:
+    """What a broker sends a device: its downlink PUBLISH (QoS 1) of payload."""
+    topic = b"qis/v1/fuzz-device/down"
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00\x07" + payload
+    return b"\x32" + inputs._varint(len(body)) + body
+
+
+def _at_rcv(payload: bytes) -> bytes:
+    return b"+RCV=5,%d," % len(payload) + payload + b",-60,9\r\n"
 
 
 def host_target(name: str, rng: random.Random) -> tuple[Callable[[], bytes], Callable[[bytes], None], bytes]:
@@ -109,6 +127,9 @@ def host_target(name: str, rng: random.Random) -> tuple[Callable[[], bytes], Cal
     if name == "stream":
         decoder = RecordDecoder()
         return lambda: inputs.stream_like(rng, valid), decoder.feed, stream.encode(valid[1])
+    if name == "at":
+        reader = AtReader()
+        return lambda: inputs.at_like(rng, [valid[0], _multi_ack()]), reader.feed, _at_rcv(valid[0])
     raise ValueError(name)
 
 
@@ -120,6 +141,14 @@ def mp_input(name: str, rng: random.Random) -> tuple[Callable[[], bytes], bytes]
         return (lambda: inputs.cbor_item(rng)), cbor.dumps([1, 1, 1764201600, 3, 1, 2, 201, bytes(16), [], {}])
     if name == "stream-mp":
         return (lambda: inputs.stream_like(rng, [ack, *valid])), stream.encode(ack)
+    multi = _multi_ack()
+    if name == "multiack-mp":
+        return (lambda: inputs.frame_like(rng, [multi, ack])), multi
+    if name == "mqtt-mp":
+        frames = [_mqtt_publish(ack), _mqtt_publish(multi), b"\x20\x02\x00\x00", b"\x90\x03\x00\x01\x01", b"\xd0\x00"]
+        return (lambda: inputs.mqtt_like(rng, frames)), _mqtt_publish(multi)
+    if name == "at-mp":
+        return (lambda: inputs.at_like(rng, [ack, multi, valid[0]])), _at_rcv(multi)
     return (lambda: inputs.frame_like(rng, [ack, *valid])), ack
 
 

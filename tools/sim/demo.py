@@ -1,8 +1,9 @@
 """`qis demo`: clinics of emulated devices on replayed ECG, end to end.
 
 Every part is the real one: each device is the edge code under the MicroPython unix
-port, talking COBS-framed COSE frames over its own pty "serial cable" to a
-`qis gateway run` process that stores into SQLite; every few beats a device asks what
+port, on its link (a pty "serial cable" by default; LoRa on the emulated radio medium and
+MQTT through a real mosquitto with --links, tools/sim/clinic.py) to a `qis gateway run`
+process that stores into SQLite; every few beats a device asks what
 similar cases concluded and shows the answer. With one clinic (the default) the gateway
 routes and synthesizes in process. With --sites N the demo starts a local 3-node NATS
 JetStream cluster and N clinics whose gateways federate through it: outcomes concluded
@@ -30,18 +31,23 @@ from qis.gateway.federation import Settings
 from qis.gateway.sites import Site, add_to_sites_file, load_site, provision_site
 from qis.gateway.store import OutcomeStore
 
-from ..errors import ToolError
+from ..errors import ToolError, UsageError
 from . import recompute
-from .clinic import Clinic, wait_for
+from .clinic import LINKS, Clinic, wait_for
 from .natscluster import NatsCluster
 
 STATUS = {0: "answered", 1: "not enough similar cases", 2: "unknown spec", 3: "partial", 4: "unavailable"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=3, help="emulated devices per clinic (default 3)")
+    parser.add_argument("--links", default="serial", help="comma-separated: serial, lora, mqtt (default serial)")
+    parser.add_argument("--devices", type=int, default=3, help="emulated devices per link and clinic (default 3)")
     parser.add_argument("--frames", type=int, default=50, help="outcomes per device (default 50)")
-    parser.add_argument("--profile", default="full", choices=["compact", "full"])
+    parser.add_argument("--profile", default="full", choices=["compact", "full"],
+                        help="frame profile on serial and MQTT (LoRa always carries compact frames)")
+    parser.add_argument("--lora-loss", type=float, default=0.0, help="LoRa: packets lost, per receiver")
+    parser.add_argument("--time-scale", type=float, default=50.0,
+                        help="LoRa: the emulated medium runs this many times faster than real time (default 50)")
     parser.add_argument("--model", default="cnn", choices=[*MODELS, "mixed"],
                         help="the devices' model: the int8 ECG5000 CNN (default), the MLP, the depthwise separable "
                              "CNN, the RR rule, or mixed (each in turn: they meet at the same addresses)")
@@ -57,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    links = parse_links(args.links)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qis-demo-"))
     models = list(MODELS) if args.model == "mixed" else [args.model]
     cluster: NatsCluster | None = None
@@ -75,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                          "--sites", str(workdir / "sites.json")]
             clinics.append(Clinic(name, workdir / name if args.sites > 1 else workdir, args.devices, args.frames,
                                   args.profile, models, args.ask_every, args.bit_flip_rate, args.drop_rate, extra,
-                                  offset=i * 9000, prefix=f"{name}-" if args.sites > 1 else ""))
+                                  offset=i * 9000, prefix=f"{name}-" if args.sites > 1 else "", links=links,
+                                  lora_loss=args.lora_loss, time_scale=args.time_scale))
         for clinic in clinics:
             clinic.start_gateway()
         for clinic in clinics:
@@ -97,6 +105,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     ok = summary["rows_match"] and summary["aggregates_match_recomputation"] and not summary["device_errors"]
     return 0 if ok else 1
+
+
+def parse_links(text: str) -> list[str]:
+    links = [x.strip() for x in text.split(",") if x.strip()]
+    if not links or not set(links) <= set(LINKS) or len(set(links)) != len(links):
+        raise UsageError(f"--links takes serial, lora and mqtt, comma-separated, not {text!r}")
+    return links
 
 
 def _sites(workdir: Path, n: int) -> list[Site]:
@@ -171,15 +186,19 @@ def _summarize(args, clinics, check, statuses, cross, elapsed, workdir) -> dict:
     runs = [d for c in clinics for d in c.runs]
     rows_match = True
     counts: Counter[str] = Counter()
+    per_link: dict[str, Counter[str]] = {link: Counter() for link in clinics[0].links}
     for c in clinics:
         store = OutcomeStore(c.db, readonly=True)
         try:
             counts.update(store.counts())
             rows_match &= all(store.labels(d.name) == d.concluded for d in c.runs)
+            for link in c.links:
+                per_link[link].update(_link_summary(store, [d for d in c.runs if d.link == link]))
         finally:
             store.close()
     summary = {
         "sites": len(clinics), "devices": len(runs), "profile": args.profile,
+        "links": {link: dict(v) for link, v in per_link.items()},
         "frames_sent": sum(len(d.concluded) for d in runs), "frames_acked": sum(len(d.acked) for d in runs),
         **counts,
         "transmissions": sum(d.summary.get("transmissions", 0) for d in runs),
@@ -195,11 +214,25 @@ def _summarize(args, clinics, check, statuses, cross, elapsed, workdir) -> dict:
         "elapsed_s": round(elapsed, 2),
         "workdir": str(workdir),
     }
+    mediums = [c.medium_stats for c in clinics if c.medium_stats]
+    if mediums:  # one LoRa medium per clinic: their counters added up
+        summary["lora_medium"] = {k: sum(m[k] for m in mediums) if isinstance(mediums[0][k], (int, float))
+                                  else mediums[0][k] for k in mediums[0]}
     if check["problems"]:
         summary["recomputation_problems"] = check["problems"]
     if cross is not None:
         summary["cross_site_answer"] = cross
     return summary
+
+
+def _link_summary(store: OutcomeStore, devices: list) -> dict:
+    """Frames sent, acknowledged and stored, and the dead letters, of one link's devices."""
+    mine = {d.name for d in devices}
+    return {"devices": len(devices), "frames_sent": sum(len(d.concluded) for d in devices),
+            "frames_acked": sum(len(d.acked) for d in devices),
+            "frames_stored": sum(len(store.labels(d.name)) for d in devices),
+            "dead_letters": sum(1 for row in store.dead_letters() if row["device"] in mine),
+            "retransmissions": sum(d.summary.get("retransmissions", 0) for d in devices)}
 
 
 def _describe(answer: list, model: int) -> str:
@@ -213,12 +246,13 @@ def _describe(answer: list, model: int) -> str:
 
 def _show(console: Console, clinics: list[Clinic], summary: dict, statuses: list[dict]) -> None:
     table = Table(title="qis demo")
-    for col in ("site", "device", "model", "concluded", "acked", "asked", "last answer: similar cases concluded"):
+    for col in ("site", "device", "link", "model", "concluded", "acked", "asked",
+                "last answer: similar cases concluded"):
         table.add_column(col, justify="right" if col in ("concluded", "acked", "asked") else "left")
     for c in clinics:
         for d in c.runs:
             last = _describe(d.answers[-1], MODELS[d.model][0]) if d.answers else "-"
-            table.add_row(c.name, d.name, d.model, str(len(d.concluded)), str(len(d.acked)),
+            table.add_row(c.name, d.name, d.link, d.model, str(len(d.concluded)), str(len(d.acked)),
                           f"{len(d.answers)}/{d.asked}", last)
     console.print(table)
     for c, s in zip(clinics, statuses):

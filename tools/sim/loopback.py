@@ -5,7 +5,10 @@
 Each party (a device emulator on A, the gateway with pyserial on B) opens its slave path
 (``a_path``/``b_path``, e.g. /dev/pts/7) like a serial port. A relay thread copies bytes
 master A -> master B and back, and may flip bits or drop bytes on the way, per direction,
-from a seeded generator so a run can be repeated.
+from a seeded generator so a run can be repeated. With a line rate (``baud``) each
+direction delivers at most baud / 10 bytes a second (8 data bits, start and stop bit), as
+a UART would: a token bucket of at most ``_BURST`` bytes, so throughput can be measured
+against a real limit.
 
 The relay keeps its own fd on both slaves open for its whole life, because on Linux the
 last close of a pty slave hangs the pair up: the master then reads EIO and polls as
@@ -25,6 +28,7 @@ import random
 import selectors
 import signal
 import threading
+import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +38,7 @@ from ..errors import UsageError
 
 DIRECTIONS = ("a_to_b", "b_to_a")
 _CHUNK = 4096
+_BURST = 256  # bytes a paced line may deliver at once (a UART's FIFO, a scheduling slice)
 
 
 @dataclass
@@ -51,13 +56,31 @@ class LineCounters:
 class _Line:
     """One direction: source master fd, destination master fd, impairment and counters."""
 
-    def __init__(self, src: int, dst: int, flip: float, drop: float, rng: random.Random, keep_log: bool) -> None:
+    def __init__(self, src: int, dst: int, flip: float, drop: float, rng: random.Random, keep_log: bool,
+                 rate: float = 0.0) -> None:
         self.src, self.dst = src, dst
         self.flip, self.drop = flip, drop
         self.rng = rng
         self.keep_log = keep_log
+        self.rate = rate  # bytes per second; 0: as fast as the ptys go
+        self.credit = float(_BURST)  # bytes the line may deliver now (token bucket)
+        self.stamp = time.monotonic()
         self.pending = b""  # impaired bytes the destination has not taken yet
         self.counters = LineCounters()
+
+    def chunk(self) -> int:
+        return min(_CHUNK, _BURST) if self.rate else _CHUNK
+
+    def allowance(self, now: float) -> tuple[int, float]:
+        """(bytes the line may deliver now, seconds until it may deliver some if none)."""
+        if not self.rate:
+            return len(self.pending), 0.0
+        self.credit = min(float(_BURST), self.credit + (now - self.stamp) * self.rate)
+        self.stamp = now
+        want = min(len(self.pending), _BURST // 4)  # wake for a quarter of the bucket, send what it holds
+        if self.credit >= want:
+            return min(len(self.pending), int(self.credit)), 0.0
+        return 0, (want - self.credit) / self.rate
 
     def impair(self, data: bytes) -> bytes:
         """Apply drop/flip per byte; update counters."""
@@ -94,7 +117,9 @@ class Loopback:
 
     def __init__(self, *, bit_flip_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
                  impair: str = "both", link_a: str | os.PathLike | None = None,
-                 link_b: str | os.PathLike | None = None, keep_log: bool = False) -> None:
+                 link_b: str | os.PathLike | None = None, keep_log: bool = False, baud: int = 0) -> None:
+        if baud < 0:
+            raise ValueError(f"baud must be >= 0 (0: no line rate), not {baud!r}")
         for name, rate in (("bit_flip_rate", bit_flip_rate), ("drop_rate", drop_rate)):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], not {rate!r}")
@@ -106,6 +131,7 @@ class Loopback:
         self.link_a = Path(link_a) if link_a is not None else None
         self.link_b = Path(link_b) if link_b is not None else None
         self.keep_log = keep_log
+        self.baud = baud
         self._fds: list[int] = []
         self._links: list[tuple[Path, str]] = []
         self._lines: dict[str, _Line] = {}
@@ -135,7 +161,7 @@ class Loopback:
                 on = self.impair in ("both", name)
                 rng = random.Random(None if self.seed is None else f"{self.seed}/{name}")
                 self._lines[name] = _Line(src, dst, self.bit_flip_rate if on else 0.0,
-                                          self.drop_rate if on else 0.0, rng, self.keep_log)
+                                          self.drop_rate if on else 0.0, rng, self.keep_log, self.baud / 10)
         except BaseException:
             self.close()
             raise
@@ -212,22 +238,29 @@ class Loopback:
                 # Read a side only when its previous bytes were delivered (back-pressure);
                 # wait for the destination to take pending bytes otherwise.
                 wanted: dict[int, int] = {}
+                timeout = None  # seconds until a paced line may deliver again
+                now = time.monotonic()
                 for line in lines:
                     if line.pending:
+                        allowed, wait = line.allowance(now)
+                        if not allowed:
+                            timeout = wait if timeout is None else min(timeout, wait)
+                            continue
                         wanted[line.dst] = wanted.get(line.dst, 0) | selectors.EVENT_WRITE
                     else:
                         wanted[line.src] = wanted.get(line.src, 0) | selectors.EVENT_READ
                 for fd, events in wanted.items():
                     _set_interest(sel, fd, events)
-                for fd in {line.src for line in lines}:
+                for fd in {line.src for line in lines} | {line.dst for line in lines}:
                     if fd not in wanted and fd in sel.get_map():
                         sel.unregister(fd)
-                ready = {key.fd: ev for key, ev in sel.select()}  # blocks: no timeout, no spin
+                # Blocks: no spin. A timeout only while a paced line waits for its rate.
+                ready = {key.fd: ev for key, ev in sel.select(timeout)}
                 if self._wake_r in ready:
                     return
                 for line in lines:
                     if not line.pending and ready.get(line.src, 0) & selectors.EVENT_READ:
-                        data = _read(line.src)
+                        data = _read(line.src, line.chunk())
                         with self._lock:
                             line.pending = line.impair(data)
                     if line.pending:
@@ -238,10 +271,15 @@ class Loopback:
             sel.close()
 
     def _write(self, line: _Line) -> None:
+        allowed, _ = line.allowance(time.monotonic())
+        if not allowed:
+            return
         try:
-            n = os.write(line.dst, line.pending)
+            n = os.write(line.dst, line.pending[:allowed])
         except BlockingIOError:
             return
+        if line.rate:
+            line.credit -= n
         with self._lock:
             line.pending = line.pending[n:]
             line.counters.relayed += n
@@ -255,9 +293,9 @@ def _set_interest(sel: selectors.BaseSelector, fd: int, events: int) -> None:
         sel.register(fd, events)
 
 
-def _read(fd: int) -> bytes:
+def _read(fd: int, n: int) -> bytes:
     try:
-        return os.read(fd, _CHUNK)
+        return os.read(fd, n)
     except BlockingIOError:
         return b""
     except OSError as exc:  # EIO: every slave fd closed, which holding ours prevents
@@ -286,13 +324,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-rate", type=float, default=0.0, help="per byte: probability it is dropped")
     parser.add_argument("--seed", type=int, default=None, help="seed of the impairments (repeatable runs)")
     parser.add_argument("--impair", choices=("both", *DIRECTIONS), default="both", help="impaired direction(s)")
+    parser.add_argument("--baud", type=int, default=0,
+                        help="line rate in baud, 8N1: baud/10 bytes a second each way (default 0: unpaced)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Relay until SIGINT/SIGTERM; print the two paths at start and the counters at exit."""
     try:
         loop = Loopback(bit_flip_rate=args.bit_flip_rate, drop_rate=args.drop_rate, seed=args.seed,
-                        impair=args.impair, link_a=args.link_a, link_b=args.link_b)
+                        impair=args.impair, link_a=args.link_a, link_b=args.link_b, baud=args.baud)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     stop = {signal.SIGINT, signal.SIGTERM}

@@ -58,8 +58,9 @@ def models_dir() -> Path:
 
 
 def env(*extra: Path) -> dict[str, str]:
-    """The environment for a MicroPython process: edge importable as `edge`, then extra."""
-    return dict(os.environ, MICROPYPATH=":".join(str(p) for p in (lib_dir(), *extra)))
+    """The environment for a MicroPython process: the port's frozen modules (ssl is one),
+    then edge importable as `edge`, then extra."""
+    return dict(os.environ, MICROPYPATH=":".join(str(p) for p in (".frozen", lib_dir(), *extra)))
 
 
 def command(args: list[str], heap: str = "4M") -> list[str]:
