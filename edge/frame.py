@@ -134,11 +134,12 @@ def piv_bytes(counter):
     return bytes(((counter >> 24) & 0xFF, (counter >> 16) & 0xFF, (counter >> 8) & 0xFF, counter & 0xFF))
 
 
-def seal(ccm, kid, counter, plaintext, base_iv):
-    """Seal a padded plaintext into a frame (uplink: base_iv=UPLINK_IV)."""
+def seal(ccm, kid, counter, plaintext, base_iv, out=None):
+    """Seal a padded plaintext into a frame (uplink: base_iv=UPLINK_IV); with out (a
+    writable buffer), into out, returning a view of it (reused by the caller's next call)."""
     if len(kid) != KID_LEN:
         raise EncodeError("key id must be %d bytes, got %d" % (KID_LEN, len(kid)))
-    return cose.encrypt0(ccm, kid, piv_bytes(counter), plaintext, base_iv)
+    return cose.encrypt0(ccm, kid, piv_bytes(counter), plaintext, base_iv, out)
 
 
 def ack_plaintext():

@@ -40,6 +40,7 @@ class Node:
         self.max_rto_ms = max_rto_ms
         self.outbox_limit = outbox_limit
         self._inflight = {}  # counter -> [frame bytes, deadline ms, current rto ms]
+        self._sealed = bytearray(prof.size)  # conclude() seals here, then writes it to the outbox
         self.concluded = 0
         self.transmissions = 0
         self.retransmissions = 0
@@ -58,8 +59,7 @@ class Node:
             self.profile, time, model, domain, label, confidence, fingerprint, topk, ext
         )
         counter = self._counter.next()
-        sealed = frame.seal(self._ccm, self.kid, counter, plaintext, frame.UPLINK_IV)
-        self._outbox.put(counter, sealed)
+        self._outbox.put(counter, frame.seal(self._ccm, self.kid, counter, plaintext, frame.UPLINK_IV, self._sealed))
         self.concluded += 1
         return counter
 

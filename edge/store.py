@@ -47,8 +47,12 @@ def _write_file(path, data):
 
 
 def _read_file(path):
+    """The file's bytes, read into one buffer of its size (read() would grow a buffer)."""
     with open(path, "rb") as f:
-        return f.read()
+        data = bytearray(f.seek(0, 2))
+        f.seek(0)
+        f.readinto(data)
+    return data
 
 
 class Counter:
