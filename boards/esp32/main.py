@@ -52,7 +52,7 @@ class WatchedLink:
 def model_source(name):
     """The model: bytes frozen into the firmware (model_qem.DATA stays in flash) or a file."""
     try:
-        import model_qem  # only in firmware built from manifest.py
+        import model_qem  # type: ignore[import-not-found]  # only in firmware built from manifest.py
 
         return model_qem.DATA or name
     except ImportError:

@@ -66,6 +66,6 @@ def main(argv):
 try:
     code = main(sys.argv)
 except Exception as exc:  # stdout is the UART: a traceback must go to the log, not the line
-    sys.print_exception(exc, sys.stderr)
+    sys.print_exception(exc, sys.stderr)  # type: ignore[arg-type]  # the stubs want a MicroPython stream
     code = 3
 sys.exit(code)
