@@ -40,7 +40,11 @@ class Node:
         self.max_rto_ms = max_rto_ms
         self.outbox_limit = outbox_limit
         self._inflight = {}  # counter -> [frame bytes, deadline ms, current rto ms]
+        # Frames in flight are read from the outbox into these (one per window place,
+        # back here when acknowledged): no frame-sized block per transmission.
+        self._slots = [bytearray(prof.size) for _ in range(window)]
         self._sealed = bytearray(prof.size)  # conclude() seals here, then writes it to the outbox
+        self._plain = bytearray(prof.plaintext_len)  # conclude() pads the plaintext here
         self.concluded = 0
         self.transmissions = 0
         self.retransmissions = 0
@@ -56,7 +60,7 @@ class Node:
     def conclude(self, time, model, domain, label, confidence, fingerprint, topk=(), ext=None):
         """Seal one outcome, keep it in the outbox, and return its counter."""
         plaintext = frame.encode_outcome(
-            self.profile, time, model, domain, label, confidence, fingerprint, topk, ext
+            self.profile, time, model, domain, label, confidence, fingerprint, topk, ext, self._plain
         )
         counter = self._counter.next()
         self._outbox.put(counter, frame.seal(self._ccm, self.kid, counter, plaintext, frame.UPLINK_IV, self._sealed))
@@ -78,7 +82,10 @@ class Node:
                     break
                 if counter in self._inflight:
                     continue
-                sealed = self._outbox.get(counter)
+                slot = self._slots.pop() if self._slots else None
+                sealed = self._outbox.get(counter, slot)
+                if slot is not None and sealed is not slot:  # a frame of another size: slot unused
+                    self._slots.append(slot)
                 self._inflight[counter] = [sealed, ticks_add(now, self.rto_ms + self._jitter(counter, self.rto_ms)), self.rto_ms]
                 out.append(sealed)
         self.transmissions += len(out)
@@ -110,7 +117,9 @@ class Node:
             counter = frame.open_ack(ccm, kid, data)
         except QisError as exc:
             return (EVENT_REJECTED, str(exc))
-        self._inflight.pop(counter, None)
+        entry = self._inflight.pop(counter, None)
+        if entry is not None and len(entry[0]) == self.profile.size and len(self._slots) < self.window:
+            self._slots.append(entry[0])
         if self._outbox.remove(counter):
             self.acked += 1
             return (EVENT_ACKED, counter)

@@ -6,11 +6,10 @@
 import gc
 import json
 import sys
-from array import array
 
 from edge import device, store
 from edge.ccm import CCM
-from edge.compat import ticks_ms, time_s
+from edge.compat import ticks_ms, time_s, zeros
 from edge.ecg.app import EcgApp
 from edge.ecg.conclude import QemModel, RuleModel
 from edge.frame import profile
@@ -23,18 +22,19 @@ def report(ev, **fields):
     sys.stderr.write(json.dumps(fields) + "\n")
 
 
-def replay(path, offset):
-    """Yield int16 samples from path, starting at offset, looping; one buffer is reused."""
-    buf = array("h", bytes(2 * 512))
-    with open(path, "rb") as f:
-        f.seek(2 * offset)
-        while True:
-            n = f.readinto(buf) // 2
-            if n == 0:
-                f.seek(0)
-                continue
-            for i in range(n):
-                yield buf[i]
+def replay(f, buf, offset):
+    """Yield int16 samples from the open file f, starting at offset, looping; buf (an
+    array('h')) is reused. The caller opens f and makes buf before the large buffers: a
+    generator runs only at its first next(), and what it allocated then would land in
+    whatever hole the heap has left."""
+    f.seek(2 * offset)
+    while True:
+        n = f.readinto(buf) // 2
+        if n == 0:
+            f.seek(0)
+            continue
+        for i in range(n):
+            yield buf[i]
 
 
 def main(argv):
@@ -50,8 +50,9 @@ def main(argv):
     # The largest long-lived buffers first, after a collection of what compiling the
     # modules left behind: the heap is least fragmented then.
     gc.collect()
+    samples = replay(open(replay_path, "rb"), zeros("h", 512), offset)
     model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
-    app = EcgApp(replay(replay_path, offset), model, prof)
+    app = EcgApp(samples, model, prof)
     ccm, counter = CCM(key), store.Counter(state)
     node = Node(ccm, kid, counter, store.Outbox(state), prof, retired=retired)
     asker = None
