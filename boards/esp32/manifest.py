@@ -7,6 +7,7 @@ include("$(PORT_DIR)/boards/manifest.py")
 package("edge", base_path="src")
 module("pins.py", base_path="src")
 module("sensor.py", base_path="src")
+module("esp32_main.py", base_path="src")  # main.py of boards/esp32 (the build's main.py imports it)
 # The model as a bytes constant (model_qem.DATA, None for --model rule): frozen, it stays
 # in flash and the runtime's weights are views into it.
 module("model_qem.py", base_path="src")

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --rekey: count the frames waiting under the old key as lost (STATE/lost.log)")
     parser.add_argument("--ask-every", type=int, default=0, metavar="N",
                         help="after every N-th conclusion, ask what similar cases concluded (0: never)")
+    parser.add_argument("--build", type=Path,
+                        help="run the device from a `qis board build --board unix` folder (.mpy files), not the sources")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -149,8 +151,8 @@ def open_raw(path: str) -> int:
     return fd
 
 
-def device_command(state: Path, frames: int, offset: int, heap: str) -> list[str]:
-    main = micropython.board_dir("unix") / "main.py"
+def device_command(state: Path, frames: int, offset: int, heap: str, build: Path | None = None) -> list[str]:
+    main = (build if build else micropython.board_dir("unix")) / "main.py"
     return micropython.command([str(main), str(state), str(frames), str(REPLAY), str(offset)], heap)
 
 
@@ -164,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"qis device emulate: {len(lost)} frames sealed under the old key are counted as lost "
               f"(counters {lost[0]}..{lost[-1]}, listed in {state / 'lost.log'})", file=sys.stderr)
     fd = open_raw(args.serial)
-    proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap), stdin=fd, stdout=fd,
-                            stderr=subprocess.PIPE, env=micropython.env())
+    env = micropython.env() if args.build is None else dict(micropython.env(), MICROPYPATH=str(args.build / "lib"))
+    proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap, args.build), stdin=fd,
+                            stdout=fd, stderr=subprocess.PIPE, env=env)
     os.close(fd)
     summary: dict = {}
     with open(state / "acked.log", "a") as acked:
