@@ -68,7 +68,10 @@ class Node:
         return counter
 
     def poll(self, now):
-        """Frames to transmit at time now (ms): due retransmissions first, then new frames."""
+        """Frames to transmit at time now (ms): due retransmissions first, then new frames.
+
+        The frames are the node's in-flight slots (REUSED once their ACK arrives): a link
+        sends or copies them before it hands the node the next received frame."""
         out = []
         for counter, entry in self._inflight.items():
             if ticks_diff(now, entry[1]) >= 0:

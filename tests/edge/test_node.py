@@ -51,6 +51,24 @@ def test_window_limits_frames_in_flight():
         rmtree(d)
 
 
+def test_frames_in_flight_use_the_window_slots_over_and_over():
+    """Sending takes no frame-sized block: every frame sent is one of `window` buffers."""
+    d = tmpdir("node")
+    try:
+        n = _node(d, window=2)
+        seen = []
+        for _ in range(6):
+            c = _conclude(n)
+            (sent,) = n.poll(0)
+            assert bytes(sent) == bytes(store.Outbox(d).get(c))
+            if not [b for b in seen if b is sent]:
+                seen.append(sent)
+            assert n.receive(_ack(c)) == (node_mod.EVENT_ACKED, c)
+        assert len(seen) <= 2 and n.acked == 6
+    finally:
+        rmtree(d)
+
+
 def test_retransmits_identical_bytes_with_backoff():
     d = tmpdir("node")
     try:

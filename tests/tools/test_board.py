@@ -31,10 +31,17 @@ def test_build_writes_a_deployable_folder_and_its_size_report(tmp_path, board, a
     assert report["modules"]["lib/edge/model" + suffix] == (out / "lib" / "edge" / ("model" + suffix)).stat().st_size
     assert (out / "main.py").is_file() and (out / "model.qem").is_file()
     assert report["flash"] > sum(report["modules"].values())  # the model file counts too
-    assert 50_000 < report["heap"]["resident"] <= report["heap"]["high"] < 160_000
+    heap = report["heap"]
+    assert 50_000 < heap["resident"] <= heap["high"] < 160_000
+    assert sum(n for _, n in heap["parts"]) == heap["high"]  # the parts add up to the most live
+    assert [name.split(":")[0] for name, _ in heap["parts"]] == ["code"] * 3 + ["data"] * 3 + ["loop"]
+    if board != "rpi":  # main.py only imports the board's compiled main
+        assert (out / "main.py").read_text().splitlines()[-1] == f"import {board}_main"
+        assert (out / "lib" / f"{board}_main.mpy").is_file()
     if board == "esp32":
         assert (out / "boot.py").is_file() and (out / "lib" / "pins.mpy").is_file()
         assert (out / "manifest.py").is_file() and (out / "src" / "edge" / "kernels.py").is_file()
+        assert 'module("esp32_main.py"' in (out / "manifest.py").read_text() and (out / "src" / "esp32_main.py").is_file()
         assert "DATA = b'QEMF" in (out / "src" / "model_qem.py").read_text()
         assert (out / "lib" / "edge" / "kernels.mpy").read_bytes()[:2] == b"M\x06"
     if board == "rpi":
