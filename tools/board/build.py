@@ -56,8 +56,9 @@ def _sources(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def build(board: str, out: Path, model: str = "cnn") -> dict:
-    """Write the build folder of `board` into `out` (emptied first); return the report."""
+def build(board: str, out: Path, model: str = "cnn", heap: bool = True) -> dict:
+    """Write the build folder of `board` into `out` (emptied first); return the report
+    (with the heap run of the unix build unless heap is False: a deploy needs none)."""
     target = TARGETS[board]
     board_dir = micropython.board_dir(board)
     edge_dir = micropython.lib_dir() / "edge"
@@ -105,7 +106,7 @@ def build(board: str, out: Path, model: str = "cnn") -> dict:
         "flash": sum(p.stat().st_size for p in deployed),
         "model": model, "model_id": model_id,
     }
-    report["heap"] = measure_heap(out if board == "unix" else None, model_file, model_id)
+    report["heap"] = measure_heap(out if board == "unix" else None, model_file, model_id) if heap else None
     (out / "sizes.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 

@@ -76,7 +76,7 @@ def deploy_micropython(args: argparse.Namespace, cfg: dict) -> None:
                         "plug the board in (or name its port with --port) and run this again")
     with tempfile.TemporaryDirectory(prefix="qis-deploy-") as tmp:
         out = Path(tmp) / "build"
-        build(args.board, out, args.model)
+        build(args.board, out, args.model, heap=False)
         if (out / "model.qem").exists():
             cfg["model"] = "/model.qem"
         write_private(out / "config.json", cfg)
@@ -92,7 +92,7 @@ def deploy_rpi(args: argparse.Namespace, cfg: dict) -> None:
     root = args.root
     live = root.resolve() == Path("/")
     opt, etc = root / "opt" / "qis-edge", root / "etc"
-    build("rpi", opt / "build", args.model)
+    build("rpi", opt / "build", args.model, heap=False)
     for item in ("lib", "main.py"):  # /opt/qis-edge/lib (the edge package) and main.py
         dst = opt / item
         if dst.is_dir():
