@@ -17,6 +17,7 @@
 import os
 import sys
 import time
+from array import array
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
 
@@ -49,6 +50,14 @@ if IS_MICROPYTHON:
     def time_s():
         """Unix time in whole seconds."""
         return int(time.time()) + _EPOCH_OFFSET
+
+    def zeros(typecode, n):
+        """array(typecode) of n zeros, made in place: array(typecode, bytes(size)) needs a
+        temporary of the same size beside it, which a small fragmented heap may not have."""
+        a = array(typecode, range(n))  # sized once from range's length; values truncate
+        for i in range(n):
+            a[i] = 0
+        return a
 
 else:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -98,6 +107,10 @@ else:
     def time_s():
         """Unix time in whole seconds."""
         return int(time.time())
+
+    def zeros(typecode, n):
+        """array(typecode) of n zeros."""
+        return array(typecode, bytes(n * array(typecode).itemsize))
 
 
 def ptr8(buf):

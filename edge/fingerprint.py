@@ -5,8 +5,8 @@
 # the L tables with high probability. A cryptographic hash would scatter them instead.
 # The hyperplanes come from a xorshift32 generator seeded per (seed, table), in integer
 # arithmetic only, so MicroPython and CPython compute the very same bits.
-from array import array
 
+from .compat import zeros
 from .errors import ConfigError
 
 _MASK32 = 0xFFFFFFFF
@@ -30,7 +30,7 @@ class SimHash:
         self.bits = bits
         n = tables * bits
         # planes[h*dim + i]: coefficient of input i in hyperplane h, in -127..127
-        self._planes = array("b", bytes(n * dim))
+        self._planes = zeros("b", n * dim)
         for t in range(tables):
             state = (seed * 0x9E3779B1 + t * 0x85EBCA6B + 1) & _MASK32 or 1
             for j in range(bits * dim):

@@ -103,14 +103,25 @@ def _uint(name, value, limit):
         raise EncodeError("%s must be an integer in 0..%d, got %r" % (name, limit, value))
 
 
-def _pad(body, size, what):
-    if len(body) > size:
-        raise EncodeError("%s needs %d plaintext bytes, its frame holds %d" % (what, len(body), size))
-    return body + bytes(size - len(body))
+def _pad(body, size, what, out=None):
+    """body padded with zeros to size; into out (a bytearray of size) when given, which is
+    then returned (reused by the caller's next call): no padded copy on the heap."""
+    n = len(body)
+    if n > size:
+        raise EncodeError("%s needs %d plaintext bytes, its frame holds %d" % (what, n, size))
+    if out is None:
+        return body + bytes(size - n)
+    if len(out) != size:
+        raise EncodeError("%s plaintext buffer holds %d bytes, its frame %d" % (what, len(out), size))
+    out[:n] = body
+    for i in range(n, size):
+        out[i] = 0
+    return out
 
 
-def encode_outcome(prof, time, model, domain, label, confidence, fingerprint, topk=(), ext=None):
-    """The padded plaintext of an outcome frame of profile prof."""
+def encode_outcome(prof, time, model, domain, label, confidence, fingerprint, topk=(), ext=None, out=None):
+    """The padded plaintext of an outcome frame of profile prof (into out, a reused
+    bytearray of prof.plaintext_len, when given)."""
     _uint("time", time, 0xFFFFFFFF)
     _uint("model", model, 0xFFFF)
     _uint("domain", domain, 0xFFFF)
@@ -133,7 +144,7 @@ def encode_outcome(prof, time, model, domain, label, confidence, fingerprint, to
         fields.append(ext or {})
     elif topk or ext:
         raise EncodeError("profile %s carries no top-k scores or extensions" % prof.name)
-    return _pad(cbor.dumps(fields), prof.plaintext_len, "outcome")
+    return _pad(cbor.dumps(fields), prof.plaintext_len, "outcome", out)
 
 
 def piv_bytes(counter):
@@ -142,11 +153,12 @@ def piv_bytes(counter):
     return bytes(((counter >> 24) & 0xFF, (counter >> 16) & 0xFF, (counter >> 8) & 0xFF, counter & 0xFF))
 
 
-def seal(ccm, kid, counter, plaintext, base_iv):
-    """Seal a padded plaintext into a frame (uplink: base_iv=UPLINK_IV)."""
+def seal(ccm, kid, counter, plaintext, base_iv, out=None):
+    """Seal a padded plaintext into a frame (uplink: base_iv=UPLINK_IV); with out (a
+    writable buffer), into out, returning a view of it (reused by the caller's next call)."""
     if len(kid) != KID_LEN:
         raise EncodeError("key id must be %d bytes, got %d" % (KID_LEN, len(kid)))
-    return cose.encrypt0(ccm, kid, piv_bytes(counter), plaintext, base_iv)
+    return cose.encrypt0(ccm, kid, piv_bytes(counter), plaintext, base_iv, out)
 
 
 def ack_plaintext():

@@ -1,9 +1,13 @@
 # Runs a compiled int8 edge model (.qem, written by `qis model compile`).
 #
 # State rules:
-# - Everything is allocated in Model(path): the file bytes, the activation arena, the
-#   shared int32 scratch, one output array per output, and every memoryview a kernel
-#   needs. run() allocates nothing (checked under MicroPython with gc.mem_alloc).
+# - Everything is allocated in Model(path): the activation arena, the shared int32
+#   scratch, one column buffer shared by every conv, one output array per output, and
+#   every memoryview a kernel needs. run() allocates nothing (checked under MicroPython
+#   with gc.mem_alloc).
+# - Weights are views into the bytes given to Model(bytes) (frozen firmware keeps those
+#   in flash: no copy in RAM); from a file they are copied into one buffer of their own
+#   and the rest of the file is not kept (its parameter blocks live on as int32 arrays).
 # - output(name) returns the SAME array object after every run(): copy it if you need it
 #   after the next run().
 # - 8-bit tensors live in the arena in "stored" form (int8 biased by +128, see kernels);
@@ -14,7 +18,7 @@ import struct
 from array import array
 
 from . import kernels
-from .compat import const
+from .compat import const, zeros
 from .errors import ModelError
 
 
@@ -49,12 +53,64 @@ def _check(ok, msg, *args):
         raise ModelError(msg % args)
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise ModelError("cannot read model file %s: %s" % (path, exc))
+class _File:
+    """A model file read in parts: the heap holds its tables, weights and parameters,
+    never the whole file (and no temporary copy of a part, which would fragment it)."""
+
+    def __init__(self, path):
+        try:
+            self._f = open(path, "rb")
+            self.size = self._f.seek(0, 2)
+        except OSError as exc:
+            raise ModelError("cannot read model file %s: %s" % (path, exc))
+
+    def _into(self, off, buf, nbytes):
+        self._f.seek(off)
+        if self._f.readinto(buf) != nbytes:
+            raise ModelError("model file truncated at byte %d" % off)
+        return buf
+
+    def crc(self):
+        """CRC32 of all but the last 4 bytes, read through a small buffer."""
+        self._f.seek(0)
+        buf = memoryview(bytearray(256))
+        crc, left = 0, self.size - 4
+        while left > 0:
+            n = self._f.readinto(buf[: min(256, left)])
+            _check(n > 0, "model file truncated")
+            crc = binascii.crc32(buf[:n], crc)
+            left -= n
+        return crc & 0xFFFFFFFF
+
+    def read(self, off, n, into=None):
+        return self._into(off, bytearray(n) if into is None else into, n)
+
+    def words(self, off, count):
+        return self._into(off, array("i", range(count)), 4 * count)
+
+    def close(self):
+        self._f.close()
+
+
+class _Bytes:
+    """A model held in a bytes object (a frozen module's constant stays in flash): parts
+    are views into it, only the parameter blocks are copied (kernels write scratch there)."""
+
+    def __init__(self, data):
+        self._data = data
+        self.size = len(data)
+
+    def crc(self):
+        return binascii.crc32(memoryview(self._data)[: self.size - 4]) & 0xFFFFFFFF
+
+    def read(self, off, n, into=None):
+        return memoryview(self._data)[off : off + n]
+
+    def words(self, off, count):
+        return array("i", self._data[off : off + 4 * count])
+
+    def close(self):
+        pass
 
 
 class Model:
@@ -65,25 +121,61 @@ class Model:
     """
 
     def __init__(self, path_or_bytes):
-        data = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else _read(path_or_bytes)
-        n = len(data)
+        src = _Bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else _File(path_or_bytes)
+        try:
+            self._load(src)
+        finally:
+            src.close()
+
+    def _load(self, src):
+        # The large buffers are made first and one after another (parameters, weights,
+        # columns, arena, scratch), before the small objects and the parsing garbage: on a
+        # board's small heap, garbage between them would leave holes too small for the
+        # large buffers the application makes next.
+        n = src.size
         _check(n >= _HEADER_LEN + 4, "model file truncated: %d bytes, header needs %d", n, _HEADER_LEN + 4)
         (magic, version, _flags, size, arena, nt, nops, nin, nout, scratch,
-         macs) = struct.unpack_from(_HEADER, data, 0)
+         macs) = struct.unpack_from(_HEADER, src.read(0, _HEADER_LEN), 0)
         _check(magic == b"QEMF", "not an edge model file: magic %r, expected b'QEMF'", magic)
         _check(version == VERSION, "model format version %d, this runtime reads version %d", version, VERSION)
         _check(size == n, "model file truncated or padded: %d bytes, header says %d", n, size)
-        crc = struct.unpack_from("<I", data, n - 4)[0]
-        _check(binascii.crc32(memoryview(data)[: n - 4]) & 0xFFFFFFFF == crc, "model file corrupted: CRC32 mismatch")
-        self._data = data
+        crc = struct.unpack_from("<I", src.read(n - 4, 4), 0)[0]
+        _check(src.crc() == crc, "model file corrupted: CRC32 mismatch")
+        # The tables: header, tensors, io names (at most 255 bytes each), ops.
+        data = src.read(0, min(n - 4, _HEADER_LEN + nt * _TENSOR_LEN + (nin + nout) * 264 + nops * _OP_LEN))
+        end = len(data)
+        _check(_HEADER_LEN + nt * _TENSOR_LEN <= end, "model file corrupted: tensor table overruns the file")
+        pos = io_pos = _HEADER_LEN + nt * _TENSOR_LEN
+        for _ in range(nin + nout):
+            _check(pos + 5 <= end and pos + 5 + data[pos + 4] <= end, "model file corrupted: io table overruns the file")
+            pos = (pos + 5 + data[pos + 4] + 3) & ~3
+        _check(pos + nops * _OP_LEN <= end, "model file corrupted: op table overruns the file")
+        ops = []
+        weights = 0
+        for _ in range(nops):
+            op = struct.unpack_from(_OP, data, pos)
+            pos += _OP_LEN
+            _check(op[5] + op[6] <= n - 4 and op[7] + 4 * op[8] <= n - 4, "model file corrupted: op data outside the file")
+            for tid in op[2:5]:
+                _check(tid == _NONE or tid < nt, "model file corrupted: op names tensor %d of %d", tid, nt)
+            ops.append(op)
+            weights += op[6]
+        params = [src.words(op[7], op[8]) for op in ops]
+        # A file's weights go into one buffer of their own; bytes are viewed where they are.
+        blob = memoryview(bytearray(weights)) if isinstance(src, _File) else None
+        cols = 0
+        for i in range(nops):
+            p = params[i]
+            if ops[i][0] == _OP_CONV:  # its column buffer: output width * taps per window
+                cols = max(cols, p[5] * (p[0] // p[14]) * p[6] * p[7])
+        self._cols = bytearray(cols)  # shared: the convs run one after another
         self.macs = macs
         self.arena_bytes = arena
         self._arena = bytearray(arena)
-        self._scratch = array("i", bytes(4 * max(scratch, 1)))
+        self._scratch = zeros("i", max(scratch, 1))
         amv = memoryview(self._arena)
         tensors = []
         pos = _HEADER_LEN
-        _check(pos + nt * _TENSOR_LEN <= n - 4, "model file corrupted: tensor table overruns the file")
         for _ in range(nt):
             (dt, ndim, tf, _p, off, cnt, d0, d1, d2, d3, scale, zp) = struct.unpack_from(_TENSOR, data, pos)
             pos += _TENSOR_LEN
@@ -99,10 +191,10 @@ class Model:
         self._inputs = {}
         self._outputs = {}
         self._output_order = []
+        pos = io_pos
         for i in range(nin + nout):
-            _check(pos + 5 <= n - 4, "model file corrupted: io table overruns the file")
             kind, flags, tid, ln = struct.unpack_from("<BBHB", data, pos)
-            name = str(data[pos + 5 : pos + 5 + ln], "utf-8")
+            name = str(bytes(data[pos + 5 : pos + 5 + ln]), "utf-8")
             pos = (pos + 5 + ln + 3) & ~3
             _check(tid < nt, "model file corrupted: io %s names tensor %d of %d", name, tid, nt)
             if kind == 0:
@@ -115,24 +207,18 @@ class Model:
                 self._outputs[name] = (tid, flags, dst)
                 self._output_order.append(name)
         _check(nin == 1, "model has %d inputs; this runtime runs single-input models", nin)
-        self._ops = []
-        for _ in range(nops):
-            _check(pos + _OP_LEN <= n - 4, "model file corrupted: op table overruns the file")
-            code, _f, i0, i1, o, woff, wlen, poff, pcnt = struct.unpack_from(_OP, data, pos)
-            pos += _OP_LEN
-            _check(woff + wlen <= n - 4 and poff + 4 * pcnt <= n - 4, "model file corrupted: op data outside the file")
-            for tid in (i0, i1, o):
-                _check(tid == _NONE or tid < nt, "model file corrupted: op names tensor %d of %d", tid, nt)
-            w = memoryview(data)[woff : woff + wlen]
-            p = array("i", data[poff : poff + 4 * pcnt])
-            self._ops.append(self._bind(code, i0, i1, o, w, p))
-        self._ops = tuple(self._ops)
+        at = 0
+        for i in range(nops):
+            code, _f, i0, i1, o, woff, wlen, _poff, _pcnt = ops[i]
+            w = src.read(woff, wlen, None if blob is None else blob[at : at + wlen])
+            at += wlen
+            ops[i] = self._bind(code, i0, i1, o, w, params[i])
+        self._ops = tuple(ops)
 
     def _bind(self, code, i0, i1, o, w, p):
         t = self._tensors
-        if code == _OP_CONV:  # its column buffer: output width * taps per window
-            cols = bytearray(p[5] * (p[0] // p[14]) * p[6] * p[7])
-            return (kernels.conv, t[i0][5], w, t[o][5], (p, cols))
+        if code == _OP_CONV:
+            return (kernels.conv, t[i0][5], w, t[o][5], (p, self._cols))
         if code == _OP_FC:
             return (kernels.fc, t[i0][5], w, t[o][5], p)
         if code == _OP_REQUANT:

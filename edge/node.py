@@ -83,6 +83,9 @@ class Node:
         self._seq = 0  # transmissions so far, numbering them
         self._rack_seq = 0  # the latest transmission known delivered (RACK)
         self._rack_rtt = 0  # and its round trip
+        self._sealed = bytearray(prof.size)  # conclude() seals here, then writes it to the outbox
+        self._plain = bytearray(prof.plaintext_len)  # conclude() pads the plaintext here
+        self._send = bytearray(prof.size)  # next_frame() reads the frame to send from flash into this
         self.concluded = 0
         self.transmissions = 0
         self.retransmissions = 0
@@ -98,11 +101,10 @@ class Node:
     def conclude(self, time, model, domain, label, confidence, fingerprint, topk=(), ext=None):
         """Seal one outcome, keep it in the outbox, and return its counter."""
         plaintext = frame.encode_outcome(
-            self.profile, time, model, domain, label, confidence, fingerprint, topk, ext
+            self.profile, time, model, domain, label, confidence, fingerprint, topk, ext, self._plain
         )
         counter = self._counter.next()
-        sealed = frame.seal(self._ccm, self.kid, counter, plaintext, frame.UPLINK_IV)
-        self._outbox.put(counter, sealed)
+        self._outbox.put(counter, frame.seal(self._ccm, self.kid, counter, plaintext, frame.UPLINK_IV, self._sealed))
         self.concluded += 1
         return counter
 
@@ -161,7 +163,8 @@ class Node:
     def next_frame(self, now):
         """The next frame to transmit at time now (ms), or None: lost frames first, then
         new ones, while the window has room. Call until None, or one at a time for a link
-        that must pace its transmissions."""
+        that must pace its transmissions. The frame is read from flash into one buffer
+        that the next call reuses: a link sends (or copies) it before it asks again."""
         self._expire(now)
         found = self._candidate()
         if found is None:
@@ -187,16 +190,16 @@ class Node:
         self.transmissions += 1
         if entry[_TIMES] > 1:
             self.retransmissions += 1
-        return self._outbox.get(counter)
+        return self._outbox.get(counter, self._send)
 
     def poll(self, now):
-        """Every frame to transmit at time now (ms), as a list."""
+        """Every frame to transmit at time now (ms), as a list of copies."""
         out = []
         while True:
             sealed = self.next_frame(now)
             if sealed is None:
                 return out
-            out.append(sealed)
+            out.append(bytes(sealed))
 
     def _jitter(self, counter, rto):
         return ((counter * 2654435761) >> 7) % (rto // 8 + 1)

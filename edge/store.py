@@ -46,9 +46,15 @@ def _write_file(path, data):
     os.rename(tmp, path)
 
 
-def _read_file(path):
+def _read_file(path, into=None):
+    """The file's bytes, read into `into` when it has the file's size, else into one new
+    buffer of that size (read() would grow a buffer)."""
     with open(path, "rb") as f:
-        return f.read()
+        n = f.seek(0, 2)
+        data = into if into is not None and len(into) == n else bytearray(n)
+        f.seek(0)
+        f.readinto(data)
+    return data
 
 
 class Counter:
@@ -129,8 +135,9 @@ class Outbox:
         _write_file(self._path(counter), frame)
         self._counters.append(counter)
 
-    def get(self, counter):
-        return _read_file(self._path(counter))
+    def get(self, counter, into=None):
+        """The frame of counter (read into `into`, reused, when it has the frame's size)."""
+        return _read_file(self._path(counter), into)
 
     def remove(self, counter):
         """Forget an acknowledged frame; False if it was not (or no longer) pending."""

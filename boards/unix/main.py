@@ -11,11 +11,10 @@
 import gc
 import json
 import sys
-from array import array
 
 from edge import device, store
 from edge.ccm import CCM
-from edge.compat import ticks_ms, time_s
+from edge.compat import ticks_ms, time_s, zeros
 from edge.ecg.app import EcgApp
 from edge.ecg.conclude import QemModel, RuleModel
 from edge.frame import profile
@@ -27,18 +26,19 @@ def report(ev, **fields):
     sys.stderr.write(json.dumps(fields) + "\n")
 
 
-def replay(path, offset):
-    """Yield int16 samples from path, starting at offset, looping; one buffer is reused."""
-    buf = array("h", bytes(2 * 512))
-    with open(path, "rb") as f:
-        f.seek(2 * offset)
-        while True:
-            n = f.readinto(buf) // 2
-            if n == 0:
-                f.seek(0)
-                continue
-            for i in range(n):
-                yield buf[i]
+def replay(f, buf, offset):
+    """Yield int16 samples from the open file f, starting at offset, looping; buf (an
+    array('h')) is reused. The caller opens f and makes buf before the large buffers: a
+    generator runs only at its first next(), and what it allocated then would land in
+    whatever hole the heap has left."""
+    f.seek(2 * offset)
+    while True:
+        n = f.readinto(buf) // 2
+        if n == 0:
+            f.seek(0)
+            continue
+        for i in range(n):
+            yield buf[i]
 
 
 def main(argv):
@@ -52,13 +52,16 @@ def main(argv):
     config_ask_every = config.get("ask_every", 0)
     link_config = config.get("link") or {"kind": "uart"}
     config = None  # the key is not kept around in plain sight
-    # The largest long-lived buffers first, after a collection of what compiling the
-    # modules left behind: the heap is least fragmented then.
-    gc.collect()
-    model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
-    app = EcgApp(replay(replay_path, offset), model, prof)
-    ccm, counter = CCM(key), store.Counter(state)
+    # The link's code and its small buffers first (importing a module later, between the
+    # model's big buffers, may find no free block of its size in a small heap); then the
+    # largest long-lived buffers, after a collection of what loading the modules left
+    # behind: the heap is least fragmented then.
     link, tuning = make_link(link_config, state)
+    gc.collect()
+    samples = replay(open(replay_path, "rb"), zeros("h", 512), offset)
+    model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
+    app = EcgApp(samples, model, prof)
+    ccm, counter = CCM(key), store.Counter(state)
     node = Node(ccm, kid, counter, store.Outbox(state), prof, retired=retired, **tuning)
     asker = None
     if config_ask_every:  # only a device that asks loads the query code
@@ -91,19 +94,7 @@ def make_link(cfg, state):
         from edge.airtime import duty_divisor, time_on_air_us
 
         scale = cfg.get("time_scale", 1)
-        radio = cfg.get("radio", "sx127x")
-        if radio == "at":
-            from edge.links.lora_at import AtLoraLink
-
-            link = AtLoraLink(sys.stdin.buffer, sys.stdout.buffer, sf=cfg["sf"], address=cfg.get("address", 1),
-                              time_scale=scale)
-        else:
-            from edge.links.lora import LoraLink
-            from simradio import SimModem
-
-            modem = SimModem(cfg["medium"], cfg.get("address", 1), cfg.get("name", ""),
-                             {"freq_khz": 869525, "sf": cfg["sf"], "bw": "125", "coding_rate": 5, "preamble_len": 8})
-            link = LoraLink(modem, time_scale=scale)
+        link = _lora_link(cfg, scale)
         # A few compact frames in flight, so one multi-ACK can answer several. Timeouts in
         # uplink periods (the duty cycle's shortest time between two frames): the gateway
         # holds an ACK until 4 counters are pending or 3 periods have passed, so no timeout
@@ -115,9 +106,25 @@ def make_link(cfg, state):
     raise ValueError("unknown link %r in config.json" % kind)
 
 
+def _lora_link(cfg, scale):
+    """The LoRa link of the config's radio: an AT-command module on stdin/stdout, or the
+    emulated SX127x on the medium's socket."""
+    if cfg.get("radio", "sx127x") == "at":
+        from edge.links.lora_at import AtLoraLink
+
+        return AtLoraLink(sys.stdin.buffer, sys.stdout.buffer, sf=cfg["sf"], address=cfg.get("address", 1),
+                          time_scale=scale)
+    from edge.links.lora import LoraLink
+    from simradio import SimModem
+
+    modem = SimModem(cfg["medium"], cfg.get("address", 1), cfg.get("name", ""),
+                     {"freq_khz": 869525, "sf": cfg["sf"], "bw": "125", "coding_rate": 5, "preamble_len": 8})
+    return LoraLink(modem, time_scale=scale)
+
+
 try:
     code = main(sys.argv)
 except Exception as exc:  # stdout is the UART: a traceback must go to the log, not the line
-    sys.print_exception(exc, sys.stderr)
+    sys.print_exception(exc, sys.stderr)  # type: ignore[arg-type]  # the stubs want a MicroPython stream
     code = 3
 sys.exit(code)

@@ -35,7 +35,7 @@ class SimModem:
         self._sock.connect(struct.pack("H", socket.AF_UNIX) + medium_path.encode() + b"\x00")
         self._poll = select.poll()
         self._poll.register(self._sock, select.POLLIN)
-        self._cfg = {"freq_khz": None, "sf": 7, "bw": "125", "coding_rate": 5, "preamble_len": 8}
+        self._cfg = {"freq_khz": 0, "sf": 7, "bw": 125, "coding_rate": 5, "preamble_len": 8}  # freq set by configure
         self._address = address
         self._name = name
         self._buf = b""

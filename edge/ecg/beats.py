@@ -17,9 +17,8 @@
 # - A detected beat waits in a small FIFO until the samples of its window have arrived
 #   (about one mean RR after the R peak), then feed() returns it and fills the caller's
 #   window. A beat is therefore reported about one beat late; its R index is exact.
-from array import array
 
-from ..compat import const
+from ..compat import const, zeros
 from ..errors import ConfigError
 
 
@@ -77,15 +76,15 @@ class BeatDetector:
         self._span_max = (fs * 3) // 2
         self._rr_max = 2 * fs
         self._rawn = _pow2_at_least(4 * fs + self._span_max)
-        self._x = array("h", bytes(2 * self._rawn))
+        self._x = zeros("h", self._rawn)
         self.samples = self._x  # the raw ring, read-only for callers (ecg.features)
         self.mask = self._rawn - 1
-        self._s1 = array("i", bytes(4 * _pow2_at_least(self._m + 1)))
-        self._lp = array("i", bytes(4 * _pow2_at_least(self._hpn + 1)))
-        self._hp = array("i", bytes(4 * _pow2_at_least(2 * self._w + 16)))
-        self._sq = array("i", bytes(4 * _pow2_at_least(self._w + 1)))
-        self._rr = array("i", bytes(4 * _NRR))
-        self._queue = array("i", bytes(4 * 5 * _QUEUE))
+        self._s1 = zeros("i", _pow2_at_least(self._m + 1))
+        self._lp = zeros("i", _pow2_at_least(self._hpn + 1))
+        self._hp = zeros("i", _pow2_at_least(2 * self._w + 16))
+        self._sq = zeros("i", _pow2_at_least(self._w + 1))
+        self._rr = zeros("i", _NRR)
+        self._queue = zeros("i", 5 * _QUEUE)
         self.reset()
 
     def reset(self):

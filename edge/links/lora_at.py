@@ -113,13 +113,16 @@ class AtParser:
                 self._tail = bytearray()
 
     def _finish_rcv(self):
-        tail = bytes(self._tail)
+        rcv, tail = self._rcv, self._tail
+        if rcv is None or tail is None:
+            return self._fail("+RCV data without its header", skip=False)
+        tail = bytes(tail)
         parts = tail[1:-2].split(b",") if tail[:1] == b"," and tail[-2:] == b"\r\n" else ()
         rssi = _int(parts[0], 4) if len(parts) == 2 else None
         snr = _int(parts[1], 4) if len(parts) == 2 else None
         if rssi is None or snr is None:
             return self._fail("+RCV does not end in ,<rssi>,<snr> CR LF", skip=False)
-        event = ("rcv", self._rcv[0], bytes(self._data), rssi, snr)
+        event = ("rcv", rcv[0], bytes(self._data), rssi, snr)
         self._fail("")
         self._skip = False
         return event

@@ -81,7 +81,7 @@ class MqttLink:
                 import ssl
 
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # MicroPython's has it; the stubs do not
                 ctx.load_verify_locations(cadata=self._ca)
                 sock = ctx.wrap_socket(sock, server_hostname=self.host)
             sock.setblocking(False)  # from here on: poll, then read what is there
@@ -146,13 +146,16 @@ class MqttLink:
         return self._pid
 
     def _write(self, data):
+        sock = self._sock
+        if sock is None:
+            raise OSError("not connected")
         mv = memoryview(data)
         sent = 0
         while sent < len(mv):
-            n = self._sock.write(mv[sent:])
+            n = sock.write(mv[sent:])
             if n is None:  # the socket is full: wait until it takes more
                 writable = select.poll()
-                writable.register(self._sock, select.POLLOUT)
+                writable.register(sock, select.POLLOUT)
                 if not writable.poll(_HANDSHAKE_MS):
                     raise OSError("socket write timed out")
                 continue
@@ -161,17 +164,20 @@ class MqttLink:
 
     def _read(self, timeout_ms):
         """Events from what arrives within timeout_ms (an empty list on a timeout)."""
-        events = self._poll.poll(timeout_ms)
+        sock, poller, decoder = self._sock, self._poll, self._decoder
+        if sock is None or poller is None or decoder is None:
+            raise OSError("not connected")
+        events = poller.poll(timeout_ms)
         if not events:
             return []
         if events[0][1] & _POLL_ERR and not events[0][1] & select.POLLIN:
             raise OSError("connection closed")
-        n = self._sock.readinto(self._buf)
+        n = sock.readinto(self._buf)
         if n is None:
             return []  # TLS record not complete yet
         if n == 0:
             raise OSError("connection closed by the broker")
-        return self._decoder.feed(self._view[:n])
+        return decoder.feed(self._view[:n])
 
     def _publish(self, topic, payload, retain=False):
         n = mqtt_codec.publish_into(self._out, topic, payload, self._next_pid(), 1, retain)

@@ -51,6 +51,14 @@ def test_every_frame_of_a_profile_has_its_size():
             assert len(frame.seal(ccm, KID, counter, pt, frame.UPLINK_IV)) == prof.size
 
 
+def test_outcome_padded_into_a_reused_buffer_is_the_same_plaintext():
+    args = (frame.FULL, 1764201600, 3, 1, 2, 201, bytes(range(16)), [[2, 201], [0, 40]])
+    out = bytearray(b"\xff" * frame.FULL.plaintext_len)  # stale bytes must not survive
+    got = frame.encode_outcome(*args, out=out)
+    assert got is out and bytes(out) == bytes(frame.encode_outcome(*args))
+    raises(errors.EncodeError, frame.encode_outcome, *args, out=bytearray(10))
+
+
 def test_compact_refuses_what_does_not_fit():
     err = raises(errors.EncodeError, frame.encode_outcome, frame.COMPACT, 0xFFFFFFFF, 300, 300, 300, 255, bytes(4))
     assert "plaintext bytes" in str(err)

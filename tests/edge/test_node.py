@@ -68,6 +68,24 @@ def _send_times(n, start, end):
     return [t for t in range(start, end) if n.poll(t)]
 
 
+def test_frames_sent_are_read_into_one_buffer_over_and_over():
+    """Sending takes no frame-sized block: next_frame reads every frame into one buffer."""
+    d = tmpdir("node")
+    try:
+        n = _node(d, frames=2)
+        seen = []
+        for _ in range(6):
+            c = _conclude(n)
+            sent = n.next_frame(0)
+            assert bytes(sent) == bytes(store.Outbox(d).get(c))
+            if not [b for b in seen if b is sent]:
+                seen.append(sent)
+            assert n.receive(_ack(c), 1) == (node_mod.EVENT_ACKED, c)
+        assert len(seen) == 1 and n.acked == 6
+    finally:
+        rmtree(d)
+
+
 def test_timeout_retransmits_identical_bytes_and_stretches_only_on_silence():
     d = tmpdir("node")
     try:

@@ -51,6 +51,11 @@ TASKS: list[tuple[str, list[Command]]] = [
         Command("query", "qis.tools.cli.query", "ask a gateway what similar cases concluded"),
         Command("site provision", "qis.tools.cli.site_provision", "a site's signing key for the federation (0600)"),
     ]),
+    ("board", [
+        Command("board build", "qis.tools.board.build", "compile edge/ and a board's code for its architecture; size report"),
+        Command("board check", "qis.tools.board.check", "type-check edge/ and every board against its port's stubs"),
+        Command("board deploy", "qis.tools.board.deploy", "copy a build to a board (mpremote), or install it on a Pi"),
+    ]),
     ("model", [
         Command("model train", "qis.tools.train.command", "train the reference models and quantize them to int8"),
         Command("model compile", "qis.tools.qem.cli", "compile a quantized ONNX model to an edge model (.qem)"),

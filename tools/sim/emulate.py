@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --rekey: count the frames waiting under the old key as lost (STATE/lost.log)")
     parser.add_argument("--ask-every", type=int, default=0, metavar="N",
                         help="after every N-th conclusion, ask what similar cases concluded (0: never)")
+    parser.add_argument("--build", type=Path,
+                        help="run the device from a `qis board build --board unix` folder (.mpy files), not the sources")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -223,13 +225,16 @@ def timeline(stderr) -> tuple[float | None, list[float], dict]:
     return first, acked, done
 
 
-def device_env() -> dict[str, str]:
-    """The device process's environment: edge, and the unix board's own modules (its radio)."""
+def device_env(build: Path | None = None) -> dict[str, str]:
+    """The device process's environment: edge, and the unix board's own modules (its
+    radio); or, from a build (`qis board build --board unix`), its compiled lib folder."""
+    if build is not None:
+        return dict(micropython.env(), MICROPYPATH=str(build / "lib"))
     return micropython.env(micropython.board_dir("unix"))
 
 
-def device_command(state: Path, frames: int, offset: int, heap: str) -> list[str]:
-    main = micropython.board_dir("unix") / "main.py"
+def device_command(state: Path, frames: int, offset: int, heap: str, build: Path | None = None) -> list[str]:
+    main = (build if build else micropython.board_dir("unix")) / "main.py"
     return micropython.command([str(main), str(state), str(frames), str(REPLAY), str(offset)], heap)
 
 
@@ -263,8 +268,8 @@ def run(args: argparse.Namespace) -> int:
     summary: dict = {}
     with device_io(link, args.serial, args.id) as fd:
         io = fd if fd is not None else subprocess.DEVNULL
-        proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap), stdin=io, stdout=io,
-                                stderr=subprocess.PIPE, env=device_env())
+        proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap, args.build), stdin=io,
+                                stdout=io, stderr=subprocess.PIPE, env=device_env(args.build))
         if fd is not None:
             os.close(fd)
         with open(state / "acked.log", "a") as acked:
