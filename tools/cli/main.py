@@ -64,6 +64,14 @@ TASKS: list[tuple[str, list[Command]]] = [
         Command("bench frames", "qis.tools.bench.frames", "frames/s on the device and the gateway, against baselines"),
         Command("bench model", "qis.tools.bench.model", "int8 inference speed under MicroPython against its ceiling"),
     ]),
+    ("evidence", [
+        Command("evidence bytes", "qis.tools.evidence.bytes", "bytes per participant per cycle: outcomes vs FedAvg"),
+        Command("evidence routing", "qis.tools.evidence.routing", "routing scale: the ownership code from 10 to 1,000 gateways"),
+        Command("evidence fingerprint", "qis.tools.evidence.fingerprint", "fingerprint recall@10 on ECG5000 against exact neighbours"),
+        Command("evidence tiny-sites", "qis.tools.evidence.tinysites", "tiny sites: local, ask similar cases, FedAvg, central"),
+        Command("evidence leakage", "qis.tools.evidence.leakage", "what leaks: gradient inversion vs outcome frames"),
+        Command("evidence all", "qis.tools.evidence.command", "every evidence table in turn"),
+    ]),
     ("test tools", [
         Command("loopback", "qis.tools.sim.loopback", "a pty serial cable between two paths, optionally noisy"),
         Command("fuzz", "qis.tools.fuzz.run", "structure-aware fuzzing of every decoder of untrusted bytes"),
