@@ -92,3 +92,69 @@ def test_bytes_command_writes_table_and_plot(tmp_path):
     text = (tmp_path / "E.md").read_text()
     assert "<!-- evidence:bytes -->" in text and "FedAvg round, ecg_cnn" in text
     assert (tmp_path / "p" / "bytes.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------ 2. routing
+
+
+@pytest.fixture(scope="module")
+def small_pool():
+    from qis.tools.evidence import routing
+    return routing.pool(limit=600)
+
+
+def test_routing_before_is_the_federations_ownership(small_pool):
+    """Loads under 'before' equal a record-by-record count with route.addresses + route.owners."""
+    from qis.gateway import route
+    from qis.tools.evidence import routing
+    names = routing.members(7)
+    beats = np.random.default_rng(0).integers(0, len(small_pool.labels), 300)
+    per, owned, _ = routing.loads_before(small_pool, beats, names)
+    assert owned == route.ownership(names, routing.REPLICAS, [1])
+    want = dict.fromkeys(names, 0)
+    for b in beats:
+        for t, bucket in enumerate(small_pool.buckets[b]):
+            for m in route.owners(routing.address_of(t, int(bucket)).shard, names, routing.REPLICAS):
+                want[m] += 1
+    assert list(per) == [want[m] for m in names]
+
+
+def test_routing_parts_are_route_part_of(small_pool):
+    import hashlib
+    from qis.gateway import route
+    from qis.tools.evidence import routing
+    hashes = routing.outcome_hashes(4, 1, 20)
+    for i, h in enumerate(hashes):
+        oid = hashlib.sha256(f"4:1:{i}".encode()).digest()[:16]
+        for n in (1, 2, 8, 64):
+            assert h % n == route.part_of(oid, n)
+
+
+def test_routing_moved_share_is_near_one_over_n_for_rendezvous():
+    from qis.gateway import route
+    from qis.tools.evidence import routing
+    names = routing.members(10)
+    old = {s.key: o for s, o in route.ownership(names, 2, [1]).items()}
+    loads = dict.fromkeys(old, 1.0)
+    shares = [routing.moved(old, {s.key: o for s, o in route.ownership(names + [f"new-{j}"], 2, [1]).items()}, loads)
+              for j in range(12)]
+    assert abs(np.mean(shares) - 1 / 11) < 0.03
+    assert routing.moved(old, old, loads) == 0
+
+
+def test_met_pairs_count_pairs_that_share_an_address(small_pool):
+    from qis.tools.evidence import routing
+    beats = np.random.default_rng(1).integers(0, 600, 80)
+    pairs, same, base = routing.met_pairs(small_pool, beats)
+    b, y = small_pool.buckets[beats], small_pool.labels[beats]
+    met = [(i, j) for i in range(80) for j in range(i + 1, 80) if (b[i] == b[j]).any()]
+    assert pairs == len(met)
+    assert same == pytest.approx(sum(y[i] == y[j] for i, j in met) / len(met))
+    assert base == pytest.approx(np.mean([y[i] == y[j] for i in range(80) for j in range(i + 1, 80)]))
+
+
+def test_routing_after_balances_a_small_federation(small_pool):
+    from qis.tools.evidence import routing
+    r = routing.simulate(small_pool, 30, 3000, 0)
+    assert r["after_max_mean"] <= routing.C < r["before_max_mean"]
+    assert r["fan_after"] >= r["fan_before"]
