@@ -158,3 +158,120 @@ def test_routing_after_balances_a_small_federation(small_pool):
     r = routing.simulate(small_pool, 30, 3000, 0)
     assert r["after_max_mean"] <= routing.C < r["before_max_mean"]
     assert r["fan_after"] >= r["fan_before"]
+
+
+# ------------------------------------------------------------------ 3. fingerprint
+
+
+def test_fingerprint_profile_addresses_are_route_addresses():
+    from qis.edge import fingerprint as fp
+    from qis.gateway import route
+    from qis.tools.evidence import fingerprint as ev_fp
+    x, _ = common.ecg5000("train")
+    feats = common.ecg_features_of(x[:30])
+    prof = PROFILES["full"]
+    code = ev_fp.codes(common.fingerprint_bits(fp.spec(1).simhash(prof), feats), prof.fingerprint_tables,
+                       prof.fingerprint_bits, fp.ADDRESS_BITS)
+    fps = common.fingerprints(feats, "full")
+    for row, f in zip(code, fps):
+        assert list(row) == [a.bucket for a in route.addresses(1, f, "full")]
+    # probe 1 candidates are exactly the beats at route's probe-1 addresses
+    cand = ev_fp.candidates(code, np.arange(5), 1)
+    for q in range(5):
+        near = {(a.table, a.bucket) for a in route.addresses(1, fps[q], "full", probe=1)}
+        want = [j != q and any((t, int(b)) in near for t, b in enumerate(code[j])) for j in range(30)]
+        assert list(cand[q]) == want
+
+
+def test_recall_is_one_when_everything_is_a_candidate_and_neighbours_are_exact():
+    from qis.tools.evidence import fingerprint as ev_fp
+    rng = np.random.default_rng(0)
+    space = rng.normal(size=(50, 4))
+    nn = ev_fp.neighbours(space, np.arange(5), 3)
+    unit = space / np.linalg.norm(space, axis=1, keepdims=True)
+    for q in range(5):
+        sims = unit @ unit[q]
+        sims[q] = -2
+        assert set(nn[q]) == set(np.argsort(-sims)[:3])
+    assert ev_fp.recall(np.ones((5, 50), dtype=bool), nn) == 1.0
+    assert ev_fp.recall(np.zeros((5, 50), dtype=bool), nn) == 0.0
+
+
+# ------------------------------------------------------------------ 4. tiny sites
+
+
+def test_ask_similar_cases_is_gateway_synth_on_the_same_records():
+    from qis.gateway.synth import Aggregate, combine
+    from qis.tools.evidence import tinysites
+    t = tinysites.cancer_task(0)
+    sites = tinysites.split_sites(len(t.y_train), np.random.default_rng(0))
+    aggs = tinysites.aggregates(t, sites)
+    by_case = {int(i): s for s, cases in enumerate(sites) for i in cases}
+    for q in range(10):
+        want = {}
+        for i in range(len(t.y_train)):
+            label = int(t.y_train[i])
+            for table, bucket in enumerate(t.b_train[i]):
+                if bucket == t.b_test[q][table]:
+                    agg = want.setdefault(table, Aggregate())
+                    agg.apply(common.record(f"site-{by_case[i]}", i, label, 7, b"\0" * 16))
+                    agg.apply(common.record(f"site-{by_case[i]}", i, label, 7, b"\0" * 16, confirmed=label))
+        wires = [a.wire() for a in want.values() if a.released(tinysites.K, tinysites.M)]
+        got = tinysites.ask(aggs, t.b_test[q], 0)
+        assert got == (combine(wires, tinysites.CAP).labels[0][0] if wires else None)
+
+
+def test_sites_hold_one_to_five_cases_and_fedavg_of_one_site_is_its_local_fit():
+    from qis.tools.evidence import tinysites
+    sites = tinysites.split_sites(101, np.random.default_rng(1))
+    assert sorted(np.concatenate(sites)) == list(range(101))
+    assert all(1 <= len(s) <= 5 for s in sites)
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(4, 3)), np.array([0, 1, 1, 0])
+    t = tinysites.Task("t", x, y, x, y, np.zeros((4, 1)), np.zeros((4, 1)), 2)
+    w, n = tinysites.fedavg([np.arange(4)], t, rng)
+    want = np.zeros((4, 2))
+    for _ in range(tinysites.ROUNDS):
+        want = tinysites.fit(x, y, 2, want, tinysites.EPOCHS)
+    assert np.allclose(w, want) and n == tinysites.ROUNDS
+
+
+def test_macro_f1():
+    from qis.tools.evidence.tinysites import macro_f1
+    y = np.array([0, 0, 1, 1, 2])
+    assert macro_f1(y, y, 3) == 1.0
+    assert macro_f1(y, np.array([0, 0, 0, 0, 0]), 3) == pytest.approx((2 * 2 / 7) / 3)
+
+
+# ------------------------------------------------------------------ 5. leakage
+
+
+def test_gradients_are_the_mlps_and_a_single_case_update_gives_the_beat_away():
+    from qis.tools.evidence import leakage
+    w = leakage.mlp_weights()
+    x, y = common.ecg5000("test")
+    beat = x[7].astype(np.float64)
+    g = leakage.grads(w, beat, int(y[7]))
+    def loss(ws):
+        h1 = np.maximum(ws["fc1.weight"] @ beat + ws["fc1.bias"], 0)
+        h2 = np.maximum(ws["fc2.weight"] @ h1 + ws["fc2.bias"], 0)
+        z = ws["fc3.weight"] @ h2 + ws["fc3.bias"]
+        return np.log(np.exp(z - z.max()).sum()) + z.max() - z[int(y[7])]
+    for name, idx in (("fc1.weight", (3, 50)), ("fc2.bias", (2,)), ("fc3.weight", (1, 4))):
+        bumped = {k: v.copy() for k, v in w.items()}
+        bumped[name][idx] += 1e-6
+        assert (loss(bumped) - loss(w)) / 1e-6 == pytest.approx(g[name][idx], rel=1e-3, abs=1e-7)
+    u = leakage.update(w, beat, int(y[7]), 0.0, np.random.default_rng(0))
+    assert np.allclose(leakage.invert(u), beat, atol=1e-6 * np.abs(beat).max())
+    noisy = leakage.invert(leakage.update(w, beat, int(y[7]), 1.0, np.random.default_rng(0)))
+    assert leakage.corr(noisy[None], beat[None])[0] < 0.5
+
+
+def test_membership_auc_and_thresholds_use_gateway_synth():
+    from qis.tools.evidence import leakage
+    assert leakage.auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert leakage.auc(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.5
+    # sparse addresses: every beat alone in its buckets; without thresholds membership is plain
+    buckets = np.repeat(np.arange(200)[:, None], 8, axis=1)  # bucket = beat index, in every table
+    out = leakage.membership(buckets, np.zeros(200, dtype=np.int64), 0)
+    assert out[(1, 1)] == 1.0 and out[(5, 2)] == 0.5
