@@ -154,9 +154,10 @@ How often beats share an address (all pairs of the {m['beats']:,} beats), by tru
 
 What it shows. With the full profile, recall@10 against the feature space's exact neighbours
 is {common.spread(full['features'])} (against the MLP's embedding {common.spread(full['embedding'])}), but the
-candidates are {common.spread(full['candidates'])} of the database, and random candidates of that share
-would have that recall too: an 8-bit address is coarse, and on one patient's beats a few
-buckets hold most of them, so the fingerprint finds neighbours mostly by finding many beats.
+candidates are {common.spread(full['candidates'])} of the database (random candidates of that share
+would give a recall of that share): far better than chance, but an 8-bit address is coarse,
+and on one patient's beats a few buckets hold most of them, so a query's candidates are
+half the database.
 Longer addresses (k 12-16, all bits of the full profile's tables) cut the candidates and
 recall falls; more tables buy it back, at L x k / 8 bytes and device time that grows with
 L x k. Multi-probe (probe 1) raises recall and candidates together. Beats of one class share
