@@ -63,6 +63,8 @@ TASKS: list[tuple[str, list[Command]]] = [
     ("bench", [
         Command("bench frames", "qis.tools.bench.frames", "frames/s on the device and the gateway, against baselines"),
         Command("bench model", "qis.tools.bench.model", "int8 inference speed under MicroPython against its ceiling"),
+        Command("bench federation", "qis.tools.bench.federation",
+                "forwarding and query latency on a 3-node NATS cluster against bare NATS"),
     ]),
     ("evidence", [
         Command("evidence bytes", "qis.tools.evidence.bytes", "bytes per participant per cycle: outcomes vs FedAvg"),
