@@ -72,6 +72,14 @@ TASKS: list[tuple[str, list[Command]]] = [
         Command("bench federation", "qis.tools.bench.federation",
                 "forwarding and query latency on a 3-node NATS cluster against bare NATS"),
     ]),
+    ("evidence", [
+        Command("evidence bytes", "qis.tools.evidence.bytes", "bytes per participant per cycle: outcomes vs FedAvg"),
+        Command("evidence routing", "qis.tools.evidence.routing", "routing scale: the ownership code from 10 to 1,000 gateways"),
+        Command("evidence fingerprint", "qis.tools.evidence.fingerprint", "fingerprint recall@10 on ECG5000 against exact neighbours"),
+        Command("evidence tiny-sites", "qis.tools.evidence.tinysites", "tiny sites: local, ask similar cases, FedAvg, central"),
+        Command("evidence leakage", "qis.tools.evidence.leakage", "what leaks: gradient inversion vs outcome frames"),
+        Command("evidence all", "qis.tools.evidence.command", "every evidence table in turn"),
+    ]),
     ("test tools", [
         Command("loopback", "qis.tools.sim.loopback", "a pty serial cable between two paths, optionally noisy and paced"),
         Command("lora medium", "qis.tools.sim.lora_medium", "an emulated LoRa medium (airtime, duty cycle, loss, collisions)"),

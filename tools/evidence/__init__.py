@@ -1,0 +1,1 @@
+"""`qis evidence`: the measurements behind the project's claims (docs/EVIDENCE.md)."""
