@@ -41,6 +41,10 @@ def test_demo_runs_devices_on_all_three_links_into_one_gateway(tmp_path):
         assert (s["devices"], s["frames_sent"], s["frames_acked"], s["frames_stored"], s["dead_letters"]) == \
                (2, 30, 30, 30, 0), (link, s)
     assert summary["rows_match"] is True and summary["device_errors"] == 0
+    # Each device asked once (every 10th beat) and got its answer on its own link: a query
+    # frame up, an answer down (a serial record, the MQTT downlink topic, a LoRa downlink).
+    for link, s in summary["links"].items():
+        assert (s["queries_asked"], s["queries_answered"]) == (2, 2), (link, s)
     assert summary["lora_medium"]["violations"] == 0 and summary["lora_medium"]["too_long"] == 0
 
 

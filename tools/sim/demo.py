@@ -226,13 +226,15 @@ def _summarize(args, clinics, check, statuses, cross, elapsed, workdir) -> dict:
 
 
 def _link_summary(store: OutcomeStore, devices: list) -> dict:
-    """Frames sent, acknowledged and stored, and the dead letters, of one link's devices."""
+    """Frames sent, acknowledged and stored, the dead letters, and the queries asked and
+    answered, of one link's devices."""
     mine = {d.name for d in devices}
     return {"devices": len(devices), "frames_sent": sum(len(d.concluded) for d in devices),
             "frames_acked": sum(len(d.acked) for d in devices),
             "frames_stored": sum(len(store.labels(d.name)) for d in devices),
             "dead_letters": sum(1 for row in store.dead_letters() if row["device"] in mine),
-            "retransmissions": sum(d.summary.get("retransmissions", 0) for d in devices)}
+            "retransmissions": sum(d.summary.get("retransmissions", 0) for d in devices),
+            "queries_asked": sum(d.asked for d in devices), "queries_answered": sum(len(d.answers) for d in devices)}
 
 
 def _describe(answer: list, model: int) -> str:
