@@ -48,7 +48,9 @@ class Flushed:
     committed: list[Outcome] = field(default_factory=list)
     queries: list[tuple[str, Query]] = field(default_factory=list)  # (port, query) to answer
     answers: list[tuple[str, str, bytes]] = field(default_factory=list)  # (port, device, answer frame)
-    acked: list[tuple[str, str, int]] = field(default_factory=list)  # (port, device, counter) the acks name
+    # (port, the device key that sealed the frame, counter) of each ACK: a link that batches
+    # counters (LoRa's multi-ACK) seals under the same key, so a rotated device can open it.
+    acked: list[tuple[str, DeviceKey, int]] = field(default_factory=list)
 
 
 class GatewayCore:
@@ -132,7 +134,7 @@ class GatewayCore:
             if disposition == "duplicate":
                 self._uncommitted["duplicate"] += 1
             self._pending.acks.append((port, seal_ack(key, counter)))
-            self._pending.acked.append((port, key.device, counter))
+            self._pending.acked.append((port, key, counter))
 
     def _write(self, method, *args):
         """Run one store write; on a database error, fail the whole open transaction."""

@@ -31,13 +31,14 @@ import serial
 
 from qis.edge import airtime
 from qis.edge.compat import ticks_ms
+from qis.edge.frame import MULTI_ACK_SPAN
 
 from ..core import Flushed, GatewayCore
+from ..keys import DeviceKey
 from ..verify import seal_multi_ack
 from .commit import Committer
 
 log = logging.getLogger("qis.gateway.lora")
-MULTI_ACK_SPAN = 33
 _BW_CODE = {125: 7, 250: 8, 500: 9}
 _RCV = re.compile(rb"\+RCV=(\d{1,5}),(\d{1,3}),")
 _TAIL = re.compile(rb",(-?\d{1,4}),(-?\d{1,4})\r\n")
@@ -136,8 +137,7 @@ class LoraIngest:
         self.port = options.path
         self.committer = committer
         committer.links.append(self)
-        self._keys = {k.device: k for k in core.registry.values()}
-        self._pending: dict[str, dict[int, float]] = {}  # device -> counter -> when committed (monotonic)
+        self._pending: dict[DeviceKey, dict[int, float]] = {}  # key that sealed -> counter -> when committed
         self._commands: deque[tuple[bytes, bytes, str]] = deque()  # (command, data, purpose)
         self._answers: deque[bytes] = deque()  # answer frames waiting for the downlink budget
         self._waiting: tuple[bytes, float, str] | None = None  # command in flight, its deadline
@@ -233,9 +233,9 @@ class LoraIngest:
     def deliver(self, done: Flushed) -> None:
         """Counters this commit made durable wait for their device's next downlink."""
         now = time.monotonic()
-        for port, device, counter in done.acked:
+        for port, key, counter in done.acked:
             if port == self.port:
-                self._pending.setdefault(device, {}).setdefault(counter, now)
+                self._pending.setdefault(key, {}).setdefault(counter, now)
         self._answers.extend(frame for port, _, frame in done.answers if port == self.port)
 
     def _queue_downlink(self) -> None:
@@ -250,20 +250,20 @@ class LoraIngest:
             return
         now = time.monotonic()
         delay = o.ack_delay_s / o.time_scale
-        due = [(min(c.values()), d) for d, c in self._pending.items()
+        due = [(min(c.values()), k.kid, k) for k, c in self._pending.items()
                if len(c) >= o.ack_batch or now - min(c.values()) >= delay]
         if not due:
             return
-        _, device = min(due)
-        pending = self._pending[device]
+        _, _, key = min(due)  # the longest waiting; kids are unique, so keys are never compared
+        pending = self._pending[key]
         top = max(pending)
         counters = sorted(c for c in pending if top - c < MULTI_ACK_SPAN)
         for c in counters:
             del pending[c]
         if not pending:
-            del self._pending[device]
+            del self._pending[key]
         self.core.stats["lora_acked_counters"] += len(counters)
-        self._send_downlink(seal_multi_ack(self._keys[device], counters))
+        self._send_downlink(seal_multi_ack(key, counters))
 
     def _send_downlink(self, frame: bytes) -> None:
         o = self.options

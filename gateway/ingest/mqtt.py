@@ -126,9 +126,9 @@ class MqttIngest:
 
     def deliver(self, done: Flushed) -> None:
         """Publish the ACKs and answers of this commit, then release the messages it made durable."""
-        for (port, device, _), (_, ack) in zip(done.acked, done.acks):
+        for (port, key, _), (_, ack) in zip(done.acked, done.acks):
             if port == PORT:
-                self.client.publish(f"{self.options.prefix}/{device}/down", ack, qos=1)
+                self.client.publish(f"{self.options.prefix}/{key.device}/down", ack, qos=1)
         for port, device, answer in done.answers:
             if port == PORT:
                 self.client.publish(f"{self.options.prefix}/{device}/down", answer, qos=1)

@@ -22,8 +22,9 @@ def test_flushed_names_what_each_ack_acknowledges(registry, store, frames, devic
     core.receive("/dev/lora", frames.compact("dev-b", 9))  # a retransmission: acknowledged again
     core.receive("mqtt", frames.compact("dev-a", 5, label=1))  # the same counter, other bytes: no ACK
     done = core.flush()
-    assert done.acked == [("mqtt", "dev-a", 5), ("/dev/lora", "dev-b", 9), ("/dev/lora", "dev-b", 9)]
-    assert [(p, ack) for p, ack in done.acks] == [(p, seal_ack(devices[d], c)) for p, d, c in done.acked]
+    assert [(p, k.device, c) for p, k, c in done.acked] == [("mqtt", "dev-a", 5), ("/dev/lora", "dev-b", 9),
+                                                            ("/dev/lora", "dev-b", 9)]
+    assert [(p, ack) for p, ack in done.acks] == [(p, seal_ack(k, c)) for p, k, c in done.acked]
 
 
 def test_one_commit_for_every_link_each_gets_the_acks(registry, store, frames):
@@ -85,3 +86,34 @@ def test_mqtt_options_refuse_what_would_leak_or_not_verify(tmp_path):
     os.chmod(secret, 0o644)
     with pytest.raises(GatewayError, match="readable by others"):
         MqttOptions("mqtt://u@h:1883", secret)
+
+
+def test_lora_multi_acks_are_sealed_under_the_key_that_sealed_the_frames(keys_dir, devices, store, frames):
+    """A device re-keyed while old frames wait: each batch of counters is acknowledged under
+    the key its frames were sealed with, so the device opens every multi-ACK whichever key
+    it still holds."""
+    from qis.edge import frame as spec
+    from qis.edge.ccm import CCM
+    from qis.gateway.ingest.lora import LoraIngest, LoraOptions
+    from qis.gateway.keys import load_registry, rotate
+
+    old = devices["dev-a"]
+    new = rotate("dev-a", keys_dir)
+    core = GatewayCore(load_registry(keys_dir), store)
+    lora = LoraIngest(core, LoraOptions("/dev/lora", ack_batch=1), Committer(core))
+    core.receive("/dev/lora", frames.compact("dev-a", 3))  # sealed under the old key before the rotation
+    core.receive("/dev/lora", frames.seal(new.key, new.kid, 4, frames.compact_plaintext()))
+    lora.deliver(core.flush())
+    downlinks = []
+    for _ in range(2):
+        lora._queue_downlink()
+        downlinks += [data for _, data, purpose in lora._commands if purpose == "downlink"]
+        lora._commands.clear()
+        lora._duty = type(lora._duty)(869525, 1.0, jitter=False)  # a fresh budget: this test is not about the duty cycle
+    assert len(downlinks) == 2
+    opened = {}
+    for data in downlinks:
+        kid = bytes(data[8:12])
+        key = {old.kid: old.key, new.kid: new.key}[kid]
+        opened[kid] = spec.open_multi_ack(CCM(key), kid, data)
+    assert opened == {old.kid: [3], new.kid: [4]}
