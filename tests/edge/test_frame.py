@@ -99,6 +99,26 @@ def test_ack_of_another_version_is_named():
     assert "version 2" in str(raises(errors.FrameError, frame.open_ack, ccm, KID, sealed))
 
 
+def test_golden_queries_seal():
+    ccm = ccm_mod.CCM(KEY)
+    for v in VECTORS["queries"]:
+        f, prof = v["fields"], frame.profile(v["profile"])
+        pt = frame.encode_query(prof, f["time"], f["model"], f["domain"], unhex(f["fingerprint"]), f["probe"])
+        assert bytes(pt) == unhex(v["plaintext"]), v["name"]
+        assert bytes(frame.seal(ccm, KID, v["counter"], pt, frame.UPLINK_IV)) == unhex(v["frame"]), v["name"]
+
+
+def test_golden_answers_seal_and_open():
+    ccm = ccm_mod.CCM(KEY)
+    for v in VECTORS["answers"]:
+        f, prof = v["fields"], frame.profile(v["profile"])
+        pt = frame.encode_answer(prof, f["status"], f["outcomes"], f["sites"], f["labels"], f["confirmed"], f["models"])
+        assert bytes(pt) == unhex(v["plaintext"]), v["name"]
+        assert bytes(frame.seal(ccm, KID, v["counter"], pt, frame.DOWNLINK_IV)) == unhex(v["frame"]), v["name"]
+        counter, fields = frame.open_answer(ccm, KID, unhex(v["frame"]), prof)
+        assert counter == v["counter"] and fields[0] == f["status"] and fields[3] == f["labels"], v["name"]
+
+
 def test_golden_multi_acks_seal_and_open():
     ccm = ccm_mod.CCM(KEY)
     for v in VECTORS["multi_acks"]:

@@ -25,7 +25,7 @@ from mp import ROOT, mp_lines, pycose_open
 from qis.edge import frame as edge_frame
 from qis.edge.ccm import CCM
 from qis.gateway.keys import DeviceKey
-from qis.gateway.verify import Outcome, open_outcome, seal_ack, seal_multi_ack
+from qis.gateway.verify import Outcome, Query, open_outcome, open_uplink, seal_ack, seal_answer, seal_multi_ack
 
 # What PROTOCOL.md states, written out here rather than taken from the code under test.
 UPLINK_IV = bytes.fromhex("01000000000000000000000000")
@@ -37,6 +37,7 @@ PROFILES = {  # name: (frame bytes, ciphertext header, plaintext bytes, fingerpr
     "full": (512, bytes.fromhex("5901eb"), 483, 16),
 }
 ACK = (32, bytes.fromhex("4d"), 5)
+ANSWERS = {"compact": (51, bytes.fromhex("581f"), 23), "full": (128, bytes.fromhex("586c"), 100)}  # PROTOCOL.md
 U32 = 0xFFFFFFFF
 
 # pycddl 0.6.4 (cddl-rs 0.9.5) panics on any byte-string literal such as h'a1010a'. Where
@@ -358,12 +359,53 @@ def test_golden_multi_ack_vector(vector: dict) -> None:
     assert seal_multi_ack(device, counters) == message  # the gateway's own sealer agrees
 
 
+@pytest.mark.parametrize("vector", VECTORS["queries"], ids=lambda v: v["name"])
+def test_golden_query_vector(vector: dict) -> None:
+    key, kid = bytes.fromhex(VECTORS["key"]), bytes.fromhex(VECTORS["kid"])
+    size, ct_head, pt_len, fp_len = PROFILES[vector["profile"]]
+    message = bytes.fromhex(vector["frame"])
+    _check_frame_shape(message, kid, vector["counter"], size, ct_head)  # an outcome's size: told apart by type
+    plaintext = _reference_decrypt(message, key, UPLINK_IV, ct_head)
+    assert plaintext.hex() == vector["plaintext"] and len(plaintext) == pt_len
+    encoded, item = _split_plaintext(plaintext)
+    PLAINTEXT_SCHEMA.validate_cbor(encoded)
+    f = vector["fields"]
+    assert item == [1, 3, f["time"], f["model"], f["domain"], f["probe"], bytes.fromhex(f["fingerprint"])]
+    assert len(item[6]) == fp_len
+    device = DeviceKey("dev", kid, key)
+    assert open_uplink(message, {kid: device}, 0) == Query("dev", kid, vector["counter"], vector["profile"],
+                                                            f["time"], f["model"], f["domain"], f["probe"],
+                                                            bytes.fromhex(f["fingerprint"]))
+
+
+@pytest.mark.parametrize("vector", VECTORS["answers"], ids=lambda v: v["name"])
+def test_golden_answer_vector(vector: dict) -> None:
+    key, kid = bytes.fromhex(VECTORS["key"]), bytes.fromhex(VECTORS["kid"])
+    size, ct_head, pt_len = ANSWERS[vector["profile"]]
+    message = bytes.fromhex(vector["frame"])
+    _check_frame_shape(message, kid, vector["counter"], size, ct_head)
+    plaintext = _reference_decrypt(message, key, DOWNLINK_IV, ct_head)
+    assert plaintext.hex() == vector["plaintext"] and len(plaintext) == pt_len
+    encoded, item = _split_plaintext(plaintext)
+    PLAINTEXT_SCHEMA.validate_cbor(encoded)
+    f = vector["fields"]
+    capped = (lambda n: min(n, 255)) if vector["profile"] == "compact" else (lambda n: n)
+    assert item == [1, 5, f["status"], capped(f["outcomes"]), capped(f["sites"]), f["labels"],
+                    [capped(f["confirmed"][0]), f["confirmed"][1]], f["models"]]
+    assert pycose_open(message, key, DOWNLINK_IV).decrypt() == plaintext
+    device = DeviceKey("dev", kid, key)
+    assert seal_answer(device, vector["counter"], edge_frame.profile(vector["profile"]), f["status"], f["outcomes"],
+                       f["sites"], f["labels"], f["confirmed"], f["models"]) == message  # the gateway's sealer agrees
+
+
 def test_golden_vectors_cover_both_profiles_and_counter_edges() -> None:
     assert {v["profile"] for v in VECTORS["outcomes"]} == set(PROFILES)
     assert {0, U32} <= {v["counter"] for v in VECTORS["outcomes"]}
     assert {0, U32} <= {v["counter"] for v in VECTORS["acks"]}
     assert {0, U32} <= {c for v in VECTORS["multi_acks"] for c in v["counters"]}
     assert max(len(v["counters"]) for v in VECTORS["multi_acks"]) == 33
+    assert {v["profile"] for v in VECTORS["queries"]} == {v["profile"] for v in VECTORS["answers"]} == set(PROFILES)
+    assert {0, 1} == {v["fields"]["probe"] for v in VECTORS["queries"]}
 
 
 # --- nonce uniqueness across reboots of one MicroPython node ---------------------------------
