@@ -107,7 +107,14 @@ class _Bytes:
         return memoryview(self._data)[off : off + n]
 
     def words(self, off, count):
-        return array("i", self._data[off : off + 4 * count])
+        # Filled in place, word by word: a slice would be a temporary of the same size
+        # beside the array (a hole a small heap may not close), and array() reads a
+        # memoryview (a model in a ROMFS image) item by item, one int per byte.
+        out = zeros("i", count)
+        data = self._data
+        for i in range(count):
+            out[i] = struct.unpack_from("<i", data, off + 4 * i)[0]
+        return out
 
     def close(self):
         pass
@@ -121,7 +128,7 @@ class Model:
     """
 
     def __init__(self, path_or_bytes):
-        src = _Bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else _File(path_or_bytes)
+        src = _Bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else _File(path_or_bytes)
         try:
             self._load(src)
         finally:
@@ -182,7 +189,7 @@ class Model:
             if tf & _TF_SCRATCH:
                 buf = self._scratch
             elif tf & _TF_INT32:
-                buf = array("i", bytes(4 * cnt))
+                buf = zeros("i", cnt)
             else:
                 _check(off + cnt <= arena, "model file corrupted: tensor at %d+%d outside the arena", off, cnt)
                 buf = amv[off : off + cnt]
@@ -202,8 +209,7 @@ class Model:
                 self._input = tid
             else:
                 t = tensors[tid]
-                dst = array("b" if t[0] == _DT_INT8 else ("i" if t[0] == _DT_INT32 else "B"), bytes(
-                    (4 if t[0] == _DT_INT32 else 1) * t[2]))
+                dst = zeros("b" if t[0] == _DT_INT8 else ("i" if t[0] == _DT_INT32 else "B"), t[2])
                 self._outputs[name] = (tid, flags, dst)
                 self._output_order.append(name)
         _check(nin == 1, "model has %d inputs; this runtime runs single-input models", nin)

@@ -59,7 +59,7 @@ def main(argv):
     link, tuning = make_link(link_config, state)
     gc.collect()
     samples = replay(open(replay_path, "rb"), zeros("h", 512), offset)
-    model = RuleModel() if model_file == "rule" else QemModel(model_file, model_id)
+    model = RuleModel() if model_file == "rule" else QemModel(model_source(model_file), model_id)
     app = EcgApp(samples, model, prof)
     ccm, counter = CCM(key), store.Counter(state)
     node = Node(ccm, kid, counter, store.Outbox(state), prof, retired=retired, **tuning)
@@ -72,6 +72,15 @@ def main(argv):
     if hasattr(link, "close"):
         link.close()
     return code
+
+def model_source(path):
+    """A model file in the ROMFS image (romboot.py mounts it at /rom) is used in place, as
+    from flash: the runtime views its weights instead of copying them into the heap."""
+    if path.startswith("/rom/"):
+        with open(path, "rb") as f:
+            return memoryview(f)
+    return path
+
 
 def make_link(cfg, state):
     """(link, Node keyword arguments) for the config's link."""

@@ -5,8 +5,7 @@
 # Rules: observe() reads at most `budget` samples, so the device loop gets to service its
 # link between two calls; the first beat has no RR interval yet and is not concluded;
 # `ended` turns True once the sample source has run dry.
-from array import array
-
+from ..compat import zeros
 from ..fingerprint import spec
 from . import beats, features
 from .registry import DOMAIN_ECG_BEAT
@@ -19,8 +18,8 @@ class EcgApp:
         self._samples = samples
         self._model = model
         self._simhash = spec(DOMAIN_ECG_BEAT).simhash(prof)
-        self._features = array("b", bytes(features.DIM))
-        self._window = array("f", bytes(4 * beats.WINDOW))
+        self._features = zeros("b", features.DIM)
+        self._window = zeros("f", beats.WINDOW)
         self._detector = beats.BeatDetector(fs, self._window)
         self._budget = budget  # samples per observe() call: 2 s at 360 Hz
         self.model_id = model.model_id

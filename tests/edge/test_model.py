@@ -34,6 +34,20 @@ def test_compiled_models_match_stored_onnxruntime_outputs_exactly():
     assert checked >= 8
 
 
+def test_a_model_in_bytes_or_viewed_in_place_gives_the_same_outputs():
+    """Model(bytes) (frozen firmware) and Model(memoryview) (a file in a ROMFS image, viewed
+    in place) read the same parameters as the file: the same outputs, bit for bit."""
+    for name, doc in _vectors().items():
+        data = _bytes(doc["file"])
+        for src in (data, memoryview(data)):
+            m = model.Model(src)
+            for case in doc["cases"]:
+                m.set_input_q(unhex(case["input_q"]))
+                m.run()
+                for out, want in case["outputs"].items():
+                    assert list(m.output(out)) == want, (name, type(src), out)
+
+
 def test_qparams_shapes_and_softmax_flags():
     for name, doc in _vectors().items():
         m = model.Model(vector_path("models/" + doc["file"]))

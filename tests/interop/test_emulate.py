@@ -122,5 +122,9 @@ def test_link_options_are_checked_before_anything_runs(tmp_path):
     assert r.returncode == 2 and "--mqtt-ca" in r.stderr
     r = _qis("gateway", "run", "--db", str(tmp_path / "gw.db"), "--keys", str(tmp_path / "keys"))
     assert r.returncode == 2 and "give at least one link" in r.stderr
+    r = _qis("device", "emulate", "--serial", "/dev/null", "--romfs", *base)
+    assert r.returncode == 2 and "--romfs goes with --build" in r.stderr
+    r = _qis("device", "emulate", "--serial", "/dev/null", "--build", str(tmp_path), "--romfs", *base)
+    assert r.returncode == 1 and "build it with `qis board build`" in r.stderr  # a folder that is no build
     r = _qis("loopback", "--baud", "-5")
     assert r.returncode == 2 and "baud must be >= 0" in r.stderr

@@ -6,11 +6,16 @@ main.py) as source, the model file, the config example, and for freezing: manife
 with src/ (the sources and model_qem.py, the model as a bytes constant). CPython boards
 (rpi): the same layout with sources. The report: bytes per module, the flash a file
 deploy takes, and the heap of the device loop measured on the unix build
-(tools/board/heaprun.py: live bytes after setup and the most live at any event).
+(tools/board/heaprun.py: live bytes after setup and the most live at any event), once
+with the modules loaded from files and once from romfs.img, lib/ as MicroPython's ROMFS
+image (mpremote's writer): imported in place, as from a flash partition, the code's
+bytecode and constants stay out of the heap.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -85,6 +90,8 @@ def build(board: str, out: Path, model: str = "cnn", heap: bool = True) -> dict:
             else:
                 shutil.copy2(f, out / "lib" / f.name)
     model_file, model_id = resolve_model(model)
+    if compiled:
+        (out / "romfs.img").write_bytes(romfs_image(out / "lib", None if model_file == "rule" else Path(model_file)))
     if model_file != "rule":
         shutil.copy2(model_file, out / "model.qem")
     if (board_dir / "manifest.py").exists():  # sources to freeze into firmware
@@ -99,33 +106,53 @@ def build(board: str, out: Path, model: str = "cnn", heap: bool = True) -> dict:
         (out / "src" / "model_qem.py").write_text(
             "# The model as a bytes constant: frozen into firmware it stays in flash.\nDATA = %r\n" % (data,))
     deployed = [p for p in sorted(out.rglob("*")) if p.is_file() and "src" not in p.relative_to(out).parts
-                and p.name != "manifest.py"]
+                and p.name not in ("manifest.py", "romfs.img")]
     report = {
         "board": board, "arch": target.arch or "python source", "out": str(out),
         "modules": {str(p.relative_to(out)): p.stat().st_size for p in deployed if p.suffix in (".mpy", ".py")},
         "flash": sum(p.stat().st_size for p in deployed),
         "model": model, "model_id": model_id,
+        "romfs": (out / "romfs.img").stat().st_size if compiled else None,
     }
-    report["heap"] = measure_heap(out if board == "unix" else None, model_file, model_id) if heap else None
+    unix_build = out if board == "unix" else None
+    report["heap"] = measure_heap(unix_build, model_file, model_id) if heap else None
+    report["heap_romfs"] = measure_heap(unix_build, model_file, model_id, romfs=True) if heap else None
     (out / "sizes.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
-def measure_heap(unix_build: Path | None, model_file: str, model_id: int) -> dict:
-    """Run the device loop of the unix build (made in a temporary folder if not given)."""
+def romfs_image(lib: Path, model: Path | None = None) -> bytes:
+    """lib/ (and the model, as model.qem) as a MicroPython ROMFS image: mpremote's writer,
+    its listing not printed."""
+    from mpremote.romfs import make_romfs
+
+    with tempfile.TemporaryDirectory(prefix="qis-romfs-") as tmp:
+        staged = Path(tmp) / "rom"
+        shutil.copytree(lib, staged)
+        if model is not None:
+            shutil.copy2(model, staged / "model.qem")
+        with contextlib.redirect_stdout(io.StringIO()):
+            return make_romfs(str(staged), mpy_cross=False)
+
+
+def measure_heap(unix_build: Path | None, model_file: str, model_id: int, romfs: bool = False) -> dict:
+    """Run the device loop of the unix build (made in a temporary folder if not given),
+    its modules loaded from files, or (romfs) imported in place from the build's image."""
     with tempfile.TemporaryDirectory(prefix="qis-heap-") as tmp:
         if unix_build is None:
             unix_build = Path(tmp) / "unix"
             for py in _sources(micropython.lib_dir() / "edge"):
                 rel = py.relative_to(micropython.lib_dir())
                 mpy_cross(py, unix_build / "lib" / rel.with_suffix(".mpy"), TARGETS["unix"].arch)
+            (unix_build / "romfs.img").write_bytes(romfs_image(unix_build / "lib"))  # the model stays a file
         state = Path(tmp) / "state"
         state.mkdir()
         script = Path(__file__).resolve().parent / "heaprun.py"
-        proc = subprocess.run(micropython.command([str(script), str(state), model_file, str(model_id),
-                                                   str(HEAP_FRAMES), str(REPLAY)], "4M"),
-                              capture_output=True, text=True, timeout=300,
-                              env=dict(micropython.env(), MICROPYPATH=str(unix_build / "lib")))
+        args = [str(script), str(state), model_file, str(model_id), str(HEAP_FRAMES), str(REPLAY)]
+        if romfs:
+            args.append(str(unix_build / "romfs.img"))
+        proc = subprocess.run(micropython.command(args, "4M"), capture_output=True, text=True, timeout=300,
+                              env=dict(micropython.env(), MICROPYPATH="" if romfs else str(unix_build / "lib")))
     if proc.returncode:
         raise ToolError(f"the heap run of the unix build failed: {proc.stderr.strip()[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -138,10 +165,13 @@ def format_report(r: dict) -> str:
     lines = [f"{r['board']} ({r['arch']}) -> {r['out']}", f"{'module':<34} {'bytes':>8}"]
     lines += [f"{name:<34} {size:>8,}" for name, size in sorted(r["modules"].items())]
     lines.append(f"{'flash (every file a deploy copies)':<34} {r['flash']:>8,}")
-    h = r["heap"]
-    lines.append(f"heap of the device loop (unix build, model {r['model']}, {h['frames']} frames): "
-                 f"{h['resident']:,} B live after setup, {h['high']:,} B most live at any event")
-    lines += [f"  {name:<72} {size:>8,}" for name, size in h["parts"]]
+    for key, where in (("heap", "modules from files"), ("heap_romfs", "modules in place from romfs.img")):
+        h = r[key]
+        if h is None:
+            continue
+        lines.append(f"heap of the device loop (unix build, model {r['model']}, {h['frames']} frames, {where}): "
+                     f"{h['resident']:,} B live after setup, {h['high']:,} B most live at any event")
+        lines += [f"  {name:<72} {size:>8,}" for name, size in h["parts"]]
     return "\n".join(lines)
 
 

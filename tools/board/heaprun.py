@@ -1,7 +1,9 @@
 # MicroPython script: the whole device loop of a build (CNN, fingerprint, sealing,
 # outbox, stream framing) with a link that acknowledges every frame itself, to measure
 # the heap the loop needs. `qis board build` runs it with MICROPYPATH = the unix build.
-#   micropython heaprun.py STATE_DIR MODEL_FILE_OR_rule MODEL_ID FRAMES REPLAY
+#   micropython heaprun.py STATE_DIR MODEL_FILE_OR_rule MODEL_ID FRAMES REPLAY [ROMFS_IMAGE]
+# With a ROMFS image the modules are imported from it in place (mounted at /rom before
+# anything is counted: the image stands in for flash and is not part of the heap counted).
 # Prints one JSON line: resident (bytes live after setup), high (most bytes live at any
 # event of the loop: a collection at each event, so garbage is not counted), and parts:
 # the live bytes each part added, in the order it was set up (gc.mem_alloc() after
@@ -9,6 +11,17 @@
 import gc
 import json
 import sys
+
+if len(sys.argv) > 6:
+    import os
+
+    import vfs
+
+    _image = bytearray(os.stat(sys.argv[6])[6])
+    with open(sys.argv[6], "rb") as _f:
+        _f.readinto(_image)
+    vfs.mount(vfs.VfsRom(_image), "/rom")
+    sys.path[:] = ["/rom"]
 
 gc.collect()
 _base = gc.mem_alloc()

@@ -16,7 +16,7 @@ class Target:
 TARGETS = {
     "esp32": Target("esp32", "micropython", "xtensawin", "esp32", ("boot.py", "main.py")),
     "rpi": Target("rpi", "cpython", "", "", ("main.py",)),
-    "unix": Target("unix", "micropython", "host", "unix", ("main.py",)),
+    "unix": Target("unix", "micropython", "host", "unix", ("main.py", "romboot.py")),
 }
 # Ports the edge package itself is checked against (every port a board of ours runs on;
 # rp2 for RP2040 boards, whose mpy-cross architecture is armv6m).

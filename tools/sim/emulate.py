@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="after every N-th conclusion, ask what similar cases concluded (0: never)")
     parser.add_argument("--build", type=Path,
                         help="run the device from a `qis board build --board unix` folder (.mpy files), not the sources")
+    parser.add_argument("--romfs", action="store_true",
+                        help="with --build: import the modules in place from the build's romfs.img, as a board with "
+                             "its code in flash does; --heap then counts only the heap besides the image")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -117,7 +120,7 @@ def link_config(args: argparse.Namespace) -> dict:
 
 def prepare_state(state: Path, key_file: Path, profile: str, model: str, model_id: int | None = None,
                   rekey: bool = False, drop_outbox: bool = False, ask_every: int = 0, link: dict | None = None,
-                  ca: Path | None = None) -> list[int]:
+                  ca: Path | None = None, device_model: str | None = None) -> list[int]:
     """Create or update the device's flash directory and its config (key inside: 0600).
 
     If the flash already holds another key than key_file's current one, refuse unless
@@ -125,11 +128,13 @@ def prepare_state(state: Path, key_file: Path, profile: str, model: str, model_i
     the frames waiting under the old key keep it (their ACKs verify under it) until they
     are delivered, or, with drop_outbox, are moved to STATE/lost and returned as lost.
     Returns the counters counted as lost (usually none). No key is ever printed. For TLS,
-    the clinic CA goes to the flash as DER (what MicroPython's ssl loads).
+    the clinic CA goes to the flash as DER (what MicroPython's ssl loads). device_model:
+    where the device finds the model, if not at the host's path (a ROMFS image's /rom/...).
     """
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     current, _ = read_key_file(key_file)
     model_file, model_id = resolve_model(model, model_id)
+    model_file = device_model or model_file
     old = _read_config(state)
     retired = old.get("retired", []) if old else []
     lost: list[int] = []
@@ -225,17 +230,47 @@ def timeline(stderr) -> tuple[float | None, list[float], dict]:
     return first, acked, done
 
 
-def device_env(build: Path | None = None) -> dict[str, str]:
+def device_env(build: Path | None = None, romfs: bool = False) -> dict[str, str]:
     """The device process's environment: edge, and the unix board's own modules (its
-    radio); or, from a build (`qis board build --board unix`), its compiled lib folder."""
+    radio); or, from a build (`qis board build --board unix`), its compiled lib folder, or
+    (romfs) no folder at all: romboot.py imports everything from the image."""
     if build is not None:
-        return dict(micropython.env(), MICROPYPATH=str(build / "lib"))
+        return dict(micropython.env(), MICROPYPATH=".frozen" if romfs else str(build / "lib"))
     return micropython.env(micropython.board_dir("unix"))
 
 
-def device_command(state: Path, frames: int, offset: int, heap: str, build: Path | None = None) -> list[str]:
+def device_command(state: Path, frames: int, offset: int, heap: str, build: Path | None = None,
+                   romfs: bool = False) -> list[str]:
+    args = [str(state), str(frames), str(REPLAY), str(offset)]
+    if build is not None and romfs:
+        image = build / "romfs.img"
+        if not image.exists():
+            raise ToolError(f"{build} has no romfs.img: build it again with `qis board build --board unix`")
+        # The image stands in for flash: the heap asked for is the device's, plus the image.
+        heap = str(heap_bytes(heap) + image.stat().st_size)
+        return micropython.command([str(build / "romboot.py"), str(image), *args], heap)
     main = (build if build else micropython.board_dir("unix")) / "main.py"
-    return micropython.command([str(main), str(state), str(frames), str(REPLAY), str(offset)], heap)
+    return micropython.command([str(main), *args], heap)
+
+
+def _rom_model(args: argparse.Namespace) -> str | None:
+    """With --romfs, the model inside the build's image when it is the one asked for."""
+    if not (args.romfs and args.build is not None):
+        return None
+    try:
+        built = json.loads((args.build / "sizes.json").read_text())
+    except (OSError, ValueError):
+        raise ToolError(f"{args.build} has no readable sizes.json: build it with `qis board build`") from None
+    return "/rom/model.qem" if built.get("model") == args.model and args.model != "rule" else None
+
+
+def heap_bytes(heap: str) -> int:
+    """MicroPython's -X heapsize value (a number of bytes, K or M) in bytes."""
+    scale = {"K": 1 << 10, "M": 1 << 20}.get(heap[-1:].upper(), 1)
+    digits = heap[:-1] if scale > 1 else heap
+    if not digits.isdigit():
+        raise UsageError(f"--heap wants a size like 96K or 4M, not {heap!r}")
+    return int(digits) * scale
 
 
 @contextlib.contextmanager
@@ -255,21 +290,24 @@ def device_io(link: dict, serial_path: str | None, name: str):
 def run(args: argparse.Namespace) -> int:
     if args.drop_outbox and not args.rekey:
         raise UsageError("--drop-outbox goes with --rekey")
+    if args.romfs and args.build is None:
+        raise UsageError("--romfs goes with --build (a `qis board build --board unix` folder)")
     link = link_config(args)
     profile = args.profile or ("compact" if link["kind"] == "lora" else "full")
     if link["kind"] == "lora" and profile == "full":
         raise UsageError("a full frame (512 bytes) does not fit a LoRa packet: LoRa takes --profile compact")
     state = args.state or Path("var/devices") / args.id
     lost = prepare_state(state, key_path(args.keys, args.id), profile, args.model, args.model_id, args.rekey,
-                         args.drop_outbox, args.ask_every, link, args.mqtt_ca if link.get("tls") else None)
+                         args.drop_outbox, args.ask_every, link, args.mqtt_ca if link.get("tls") else None,
+                         _rom_model(args))
     if lost:
         print(f"qis device emulate: {len(lost)} frames sealed under the old key are counted as lost "
               f"(counters {lost[0]}..{lost[-1]}, listed in {state / 'lost.log'})", file=sys.stderr)
     summary: dict = {}
     with device_io(link, args.serial, args.id) as fd:
         io = fd if fd is not None else subprocess.DEVNULL
-        proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap, args.build), stdin=io,
-                                stdout=io, stderr=subprocess.PIPE, env=device_env(args.build))
+        proc = subprocess.Popen(device_command(state, args.frames, args.offset, args.heap, args.build, args.romfs),
+                                stdin=io, stdout=io, stderr=subprocess.PIPE, env=device_env(args.build, args.romfs))
         if fd is not None:
             os.close(fd)
         with open(state / "acked.log", "a") as acked:
