@@ -43,6 +43,7 @@ _BW_CODE = {125: 7, 250: 8, 500: 9}
 _RCV = re.compile(rb"\+RCV=(\d{1,5}),(\d{1,3}),")
 _TAIL = re.compile(rb",(-?\d{1,4}),(-?\d{1,4})\r\n")
 _LINE_MAX = 64
+_ANSWERS_WAITING = 32
 _COMMAND_S = 5.0
 
 
@@ -139,7 +140,10 @@ class LoraIngest:
         committer.links.append(self)
         self._pending: dict[DeviceKey, dict[int, float]] = {}  # key that sealed -> counter -> when committed
         self._commands: deque[tuple[bytes, bytes, str]] = deque()  # (command, data, purpose)
-        self._answers: deque[bytes] = deque()  # answer frames waiting for the downlink budget
+        # Answer frames waiting for the downlink budget, bounded: a device that asks faster
+        # than the duty cycle lets the gateway answer loses the oldest, and asks again (a
+        # repeated query gets the stored answer's same bytes).
+        self._answers: deque[bytes] = deque(maxlen=_ANSWERS_WAITING)
         self._waiting: tuple[bytes, float, str] | None = None  # command in flight, its deadline
         self._duty = airtime.DutyCycle(options.downlink_khz, options.time_scale, jitter=False)
         self._reader = AtReader()
