@@ -33,12 +33,13 @@ from qis.edge import frame as spec
 
 from . import route
 from .bus import BusUnavailable, LocalBus, NatsBus, reraise_if_cancelled
+from .journal import Journal
 from .records import (KIND_ASK, KIND_REPLY, VERSION, Record, Refused, open_record, open_signed, record_from_row,
                       seal_record, sign)
 from .refusals import RefusalLog
 from .route import Address, Shard
 from .sites import PeerSite, Site
-from .store import DatabaseError, Journal
+from .store import DatabaseError
 from .synth import Aggregate, Answer, combine
 from .verify import Query
 

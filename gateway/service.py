@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from qis.edge.frame import UNAVAILABLE
 
 from .bus import LocalBus, NatsBus
@@ -30,9 +29,10 @@ from .federation import Federation, Settings
 from .http import HttpEndpoint
 from .ingest.commit import Committer
 from .ingest.serial import SerialIngest
+from .journal import Journal
 from .keys import load_registry
 from .sites import PeerSite, Site, load_site, load_sites
-from .store import Journal, OutcomeStore
+from .store import OutcomeStore
 from .synth import Answer
 from .verify import Query
 

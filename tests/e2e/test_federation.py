@@ -231,7 +231,7 @@ def test_bad_federation_input_is_refused_counted_and_changes_no_aggregate(fed, t
     forged = bytearray(seal_record(site1, good))
     forged[-1] ^= 1
     from qis.gateway.records import record_from_row
-    from qis.gateway.store import Journal
+    from qis.gateway.journal import Journal
 
     journal = Journal(fed.clinics["site1"].db)
     first = record_from_row(site1, journal.rows("outcomes", 0, 1)[0])  # stored, forwarded, applied

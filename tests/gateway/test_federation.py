@@ -12,9 +12,9 @@ from qis.gateway import route
 from qis.gateway.bus import LocalBus
 from qis.gateway.core import GatewayCore
 from qis.gateway.federation import Federation, Settings
+from qis.gateway.journal import Journal
 from qis.gateway.records import Record, seal_record, sign
 from qis.gateway.sites import PeerSite, provision_site
-from qis.gateway.store import Journal
 from qis.gateway.verify import Query
 
 

@@ -35,9 +35,10 @@ from qis.gateway import route
 from qis.gateway.bus import NatsBus
 from qis.gateway.core import GatewayCore
 from qis.gateway.federation import Federation, Settings
+from qis.gateway.journal import Journal
 from qis.gateway.keys import DeviceKey
 from qis.gateway.sites import add_to_sites_file, load_sites, provision_site
-from qis.gateway.store import Journal, OutcomeStore
+from qis.gateway.store import OutcomeStore
 
 from ..errors import ToolError, UsageError
 from ..sim.natscluster import NatsCluster

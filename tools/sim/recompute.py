@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 
 from qis.gateway import route
+from qis.gateway.journal import Journal
 from qis.gateway.records import record_from_row
 from qis.gateway.sites import Site
-from qis.gateway.store import Journal
 from qis.gateway.synth import Aggregate
 
 
