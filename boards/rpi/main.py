@@ -2,9 +2,10 @@
 #   python3 main.py /etc/qis-edge/device.json        (PYTHONPATH holds the `edge` package)
 # The config is the unix board's (device, kid, key, retired, profile, model, model_id,
 # ask_every) plus "state" (the counter and outbox folder; systemd's StateDirectory),
-# "frames" (0: run until stopped), "link" and "sensor" (boards/rpi/README.md). Events go
+# "frames" (0: run until stopped), "link" (uart or mqtt) and "sensor" (boards/rpi/README.md). Events go
 # to stdout as JSON lines (the journal).
 import json
+import os
 import sys
 from array import array
 
@@ -14,7 +15,6 @@ from edge.compat import ticks_ms, time_s
 from edge.ecg.app import EcgApp
 from edge.ecg.conclude import QemModel, RuleModel
 from edge.frame import profile
-from edge.links.uart import UartLink
 from edge.node import Node
 
 _FOREVER = 1 << 62
@@ -61,10 +61,9 @@ def main(argv):
     key, kid = bytes.fromhex(config["key"]), bytes.fromhex(config["kid"])
     retired = [(bytes.fromhex(r["kid"]), CCM(bytes.fromhex(r["key"]))) for r in config.get("retired", ())]
     state = config.get("state", "/var/lib/qis-edge")
+    os.makedirs(state, 0o700, exist_ok=True)  # systemd's StateDirectory makes it; a manual run may not
     link_cfg = config.get("link", {"kind": "uart", "port": "/dev/serial0"})
     sensor = config.get("sensor", {"kind": "replay"})
-    if link_cfg.get("kind", "uart") != "uart":
-        raise SystemExit("link %r: this board has the uart link only so far" % link_cfg.get("kind"))
     if sensor["kind"] == "replay":
         samples = replay(sensor["path"], sensor.get("loop", True))
     elif sensor["kind"] == "serial":
@@ -80,11 +79,31 @@ def main(argv):
         from edge.query import Asker
 
         asker = Asker(ccm, kid, counter, prof)
-    link = UartLink(open_serial(link_cfg, 0))
+    link = make_link(link_cfg, config["device"])
     frames = config.get("frames", 0) or _FOREVER
     ask_every = config.get("ask_every", 0)
     config = None  # the key is not kept around in plain sight
-    return device.run(node, link, app, frames, ticks_ms, time_s, report, asker, ask_every)
+    try:
+        return device.run(node, link, app, frames, ticks_ms, time_s, report, asker, ask_every)
+    finally:
+        if hasattr(link, "close"):
+            link.close()
+
+
+def make_link(cfg, device_id):
+    """The config's link: "uart" (a pyserial port) or "mqtt" (paho-mqtt to the clinic
+    broker: host, port, password, and ca, the clinic CA's PEM file, for TLS)."""
+    kind = cfg.get("kind", "uart")
+    if kind == "uart":
+        from edge.links.uart import UartLink
+
+        return UartLink(open_serial(cfg, 0))
+    if kind == "mqtt":
+        from paho_link import PahoMqttLink
+
+        return PahoMqttLink(cfg["host"], cfg.get("port", 8883 if cfg.get("ca") else 1883), device_id,
+                            cfg.get("password"), cfg.get("ca"))
+    raise SystemExit("link %r: this board has uart and mqtt" % kind)
 
 
 if __name__ == "__main__":

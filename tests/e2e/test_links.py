@@ -151,3 +151,38 @@ def test_lora_gateway_killed_and_restarted(tmp_path, keys):
     assert summary["acked"] == 30
     assert counters.violations == 0
     check_exactly_once(db, dev, "dev-a", 30)
+
+
+def test_the_raspberry_pi_board_over_mqtt_into_a_gateway(tmp_path, keys, broker):
+    """boards/rpi/main.py as its systemd unit runs it (CPython, PYTHONPATH holding edge),
+    on the MQTT link (paho-mqtt, TLS with the clinic CA) to the real broker and gateway:
+    every frame acknowledged and stored, every question answered."""
+    import os
+    import sys
+
+    from qis.gateway.keys import read_key_file
+    from qis.tools.sim import micropython
+    from qis.tools.sim.emulate import REPLAY, resolve_model
+
+    db = tmp_path / "gw.db"
+    key = read_key_file(keys / "dev-a.key")[0]
+    model_file, model_id = resolve_model("rule")
+    config = {"device": "dev-a", "kid": key.kid.hex(), "key": key.key.hex(), "retired": [], "profile": "full",
+              "model": model_file, "model_id": model_id, "ask_every": 5, "frames": 12, "state": str(tmp_path / "state"),
+              "link": {"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "password": broker.passwords["dev-a"],
+                       "ca": str(broker.ca)},
+              "sensor": {"kind": "replay", "path": str(REPLAY)}}
+    path = tmp_path / "device.json"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    main = micropython.board_dir("rpi") / "main.py"
+    gw = Gateway([], db, keys, mqtt_gateway_args(broker))
+    try:
+        proc = subprocess.run([sys.executable, str(main), str(path)], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, PYTHONPATH=str(micropython.lib_dir())))
+    finally:
+        gw.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = [e for e in map(json.loads, proc.stdout.splitlines()) if e["ev"] == "done"]
+    assert done and done[0]["acked"] == 12 and done[0]["answered"] == done[0]["asked"] >= 2, done
+    assert len([r for r in rows(db) if r[0] == "dev-a"]) == 12
