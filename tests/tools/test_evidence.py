@@ -275,3 +275,26 @@ def test_membership_auc_and_thresholds_use_gateway_synth():
     buckets = np.repeat(np.arange(200)[:, None], 8, axis=1)  # bucket = beat index, in every table
     out = leakage.membership(buckets, np.zeros(200, dtype=np.int64), 0)
     assert out[(1, 1)] == 1.0 and out[(5, 2)] == 0.5
+
+
+def test_routing_shard_variant_splits_shards_by_outcome_id_and_keeps_every_record(small_pool):
+    """The shard-level variant: the 16-bit table values begin with the buckets, every
+    record of a cycle lands in exactly one part of its shard (part = the outcome hash mod
+    the shard's parts, as route.part_of), and the owners are route.bounded_owners'."""
+    from qis.gateway import route
+    from qis.tools.evidence import routing
+    assert ((small_pool.tables >> 8) == small_pool.buckets).all()
+    names = routing.members(5)
+    rng = np.random.default_rng(1)
+    beats = rng.integers(0, len(small_pool.labels), 400)
+    hashes = routing.outcome_hashes(0, 0, 400)
+    parts, owners = routing.plan_shards(small_pool, beats, hashes, names)
+    units = routing.shard_units(small_pool, beats)
+    loads = routing.shard_part_loads(units, hashes, parts)
+    assert sum(loads.values()) == units.size
+    assert max(parts.values()) > 1 and max(parts.values()) <= routing.SHARD_PARTS
+    for s, n in parts.items():
+        assert sum(loads.get(f"{s}.{i}/{n}", 0) for i in range(n)) == (units == s).sum()
+    full = {f"{s}.{i}/{n}": 0.0 for s, n in parts.items() for i in range(n)}
+    full.update(loads)
+    assert owners == route.bounded_owners(full, names, routing.REPLICAS, routing.C_PLAN)
