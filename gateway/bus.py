@@ -1,15 +1,18 @@
 """The federation's bus: in process for one clinic, a NATS JetStream cluster for many.
 
-Both offer what gateway.federation needs and nothing more: publish a message to a shard's
-subject (acknowledged once the bus has it durably), the live members, a subscription to
-a shard's messages from a stream sequence on, and request/reply between members.
+Both offer what gateway.federation needs and nothing more: publish a message to a record
+subject (acknowledged once the bus has it durably), the live members, the ownership plan,
+a subscription to a unit's messages (a shard, or the part of one whose subjects begin
+with the same slot bits) from a stream sequence on, and request/reply between members.
 
 NATS (docs/PROTOCOL.md, "Federation"):
-- One stream, QIS_RECORDS, subjects ``qis.rec.<domain>.<version>.<table>.<shard>``,
+- One stream, QIS_RECORDS, subjects ``qis.rec.<domain>.<version>.<table>.<shard>.<six slot bits>``,
   replicated (R = min(3, cluster size)) and kept, with a duplicate window of a day: a
   re-publish with the same message id (after a crash) is dropped by the server.
 - Membership is a key-value bucket, qis_members, whose entries expire after ttl_s; each
-  gateway puts its own every heartbeat_s. The live members are the keys present.
+  gateway puts its own every heartbeat_s. The live members are the keys present. The
+  ownership plan is the one key of the bucket qis_plan; the records per subject, which
+  the plan is made from, come from the stream's own counts.
 - A shard's owner reads its subject with an ordered consumer (one filter subject per
   consumer: nats-server 2.9 ignores filter_subjects) from a sequence on: the stream is the
   truth, the owner's aggregates a function of it. An ephemeral consumer lives on one node
@@ -36,11 +39,26 @@ log = logging.getLogger("qis.gateway.bus")
 STREAM = "QIS_RECORDS"
 SUBJECTS = "qis.rec.>"
 MEMBERS = "qis_members"
+PLAN = "qis_plan"
 Handler = Callable[[int, bytes], Awaitable[None]]  # (stream sequence, data)
 
 
-def shard_subject(shard_key: str) -> str:
-    return f"qis.rec.{shard_key}"
+def record_subject(subject_key: str) -> str:
+    return f"qis.rec.{subject_key}"
+
+
+def unit_filter(filter_key: str) -> str:
+    return f"qis.rec.{filter_key}"
+
+
+def matches(filter_key: str, subject_key: str) -> bool:
+    """Whether a subject (after "qis.rec.") is one of a filter's (NATS: ">" ends a wildcard)."""
+    return subject_key.startswith(filter_key[:-1]) if filter_key.endswith(".>") else subject_key == filter_key
+
+
+def shard_of_subject(subject: str) -> str:
+    """The shard key of a record subject (its slot bits dropped)."""
+    return ".".join(subject.split(".")[2:6])
 
 
 class BusUnavailable(GatewayError):
@@ -57,12 +75,13 @@ def reraise_if_cancelled(exc: BaseException) -> None:
 
 class LocalBus:
     """One gateway, no broker: it is the only member and owns every shard; publishing hands
-    the message straight to the subscriber of its shard."""
+    the message straight to the subscribers whose unit the subject belongs to."""
 
     def __init__(self, member: str) -> None:
         self.member = member
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, tuple[str, Handler]] = {}
         self._seq = 0
+        self._plan: bytes | None = None
 
     async def start(self) -> None:
         return None
@@ -70,20 +89,29 @@ class LocalBus:
     async def members(self) -> list[str]:
         return [self.member]
 
-    async def last_seq(self, shard_key: str) -> int:
+    async def last_seq(self, filter_key: str) -> int:
         return self._seq
 
-    async def publish(self, shard_key: str, data: bytes, msg_id: str) -> None:
+    async def get_plan(self) -> bytes | None:
+        return self._plan
+
+    async def put_plan(self, data: bytes) -> None:
+        self._plan = data
+
+    async def subject_loads(self) -> dict[str, float]:
+        return {}
+
+    async def publish(self, subject_key: str, data: bytes, msg_id: str) -> None:
         self._seq += 1
-        handler = self._handlers.get(shard_key)
-        if handler is not None:
-            await handler(self._seq, data)
+        for filter_key, handler in list(self._handlers.values()):
+            if matches(filter_key, subject_key):
+                await handler(self._seq, data)
 
-    async def subscribe(self, shard_key: str, start_seq: int, handler: Handler) -> None:
-        self._handlers[shard_key] = handler
+    async def subscribe(self, unit_key: str, filter_key: str, start_seq: int, handler: Handler) -> None:
+        self._handlers[unit_key] = (filter_key, handler)
 
-    async def unsubscribe(self, shard_key: str) -> None:
-        self._handlers.pop(shard_key, None)
+    async def unsubscribe(self, unit_key: str) -> None:
+        self._handlers.pop(unit_key, None)
 
     async def serve(self, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
         return None
@@ -109,6 +137,7 @@ class NatsBus:
         self._nc: nats.NATS | None = None
         self._js = None
         self._kv = None
+        self._plan_kv = None
         self._subs: dict[str, object] = {}
         self._tasks: list[asyncio.Task] = []
         self._service = None
@@ -156,7 +185,11 @@ class NatsBus:
             kv = await js.create_key_value(KeyValueConfig(bucket=MEMBERS, ttl=self.ttl_s, replicas=replicas))
         except nats.js.errors.BadRequestError:
             kv = await js.key_value(MEMBERS)
-        self._nc, self._js, self._kv = nc, js, kv
+        try:
+            plan_kv = await js.create_key_value(KeyValueConfig(bucket=PLAN, replicas=replicas))
+        except nats.js.errors.BadRequestError:
+            plan_kv = await js.key_value(PLAN)
+        self._nc, self._js, self._kv, self._plan_kv = nc, js, kv, plan_kv
         if self._service is not None:
             await self._nc.subscribe(f"qis.ask.{self.member}", cb=self._service)
         log.info("connected to NATS %s as %s", nc.connected_url.netloc if nc.connected_url else self.urls, self.member)
@@ -171,15 +204,47 @@ class NatsBus:
         except Exception as exc:  # noqa: BLE001
             raise BusUnavailable(f"membership unreadable: {exc}") from exc
 
-    async def publish(self, shard_key: str, data: bytes, msg_id: str) -> None:
+    async def get_plan(self) -> bytes | None:
+        if self._plan_kv is None:
+            return None
+        try:
+            return (await self._plan_kv.get("plan")).value
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise BusUnavailable(f"plan unreadable: {exc}") from exc
+
+    async def put_plan(self, data: bytes) -> None:
+        if self._plan_kv is None:
+            raise BusUnavailable("not connected to NATS")
+        try:
+            await self._plan_kv.put("plan", data)
+        except Exception as exc:  # noqa: BLE001
+            raise BusUnavailable(f"plan not written: {exc}") from exc
+
+    async def subject_loads(self) -> dict[str, float]:
+        """Records held per shard key, from the stream's count per subject."""
         if self._js is None:
             raise BusUnavailable("not connected to NATS")
         try:
-            await self._js.publish(shard_subject(shard_key), data, headers={"Nats-Msg-Id": msg_id})
+            info = await self._js.stream_info(STREAM, subjects_filter=SUBJECTS)
+        except Exception as exc:  # noqa: BLE001
+            raise BusUnavailable(f"stream counts unreadable: {exc}") from exc
+        loads: dict[str, float] = {}
+        for subject, count in (info.state.subjects or {}).items():
+            key = shard_of_subject(subject)
+            loads[key] = loads.get(key, 0.0) + count
+        return loads
+
+    async def publish(self, subject_key: str, data: bytes, msg_id: str) -> None:
+        if self._js is None:
+            raise BusUnavailable("not connected to NATS")
+        try:
+            await self._js.publish(record_subject(subject_key), data, headers={"Nats-Msg-Id": msg_id})
         except Exception as exc:  # noqa: BLE001 - timeouts, no responders, a node down
             raise BusUnavailable(f"publish not confirmed: {exc}") from exc
 
-    async def subscribe(self, shard_key: str, start_seq: int, handler: Handler) -> None:
+    async def subscribe(self, unit_key: str, filter_key: str, start_seq: int, handler: Handler) -> None:
         if self._js is None:
             raise BusUnavailable("not connected to NATS")
 
@@ -188,30 +253,30 @@ class NatsBus:
 
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
         try:
-            self._subs[shard_key] = await self._js.subscribe(shard_subject(shard_key), cb=on_message,
-                                                             ordered_consumer=True, config=config,
-                                                             deliver_policy=DeliverPolicy.BY_START_SEQUENCE)
+            self._subs[unit_key] = await self._js.subscribe(unit_filter(filter_key), cb=on_message,
+                                                            ordered_consumer=True, config=config,
+                                                            deliver_policy=DeliverPolicy.BY_START_SEQUENCE)
         except Exception as exc:  # noqa: BLE001
-            raise BusUnavailable(f"cannot read shard {shard_key}: {exc}") from exc
+            raise BusUnavailable(f"cannot read unit {unit_key}: {exc}") from exc
 
-    async def unsubscribe(self, shard_key: str) -> None:
-        sub = self._subs.pop(shard_key, None)
+    async def unsubscribe(self, unit_key: str) -> None:
+        sub = self._subs.pop(unit_key, None)
         if sub is not None:
             try:
                 await asyncio.wait_for(sub.unsubscribe(), 1.0)
             except Exception as exc:  # noqa: BLE001 - the node or the connection may be gone
-                log.info("unsubscribe %s: %s", shard_key, exc)
+                log.info("unsubscribe %s: %s", unit_key, exc)
 
-    async def last_seq(self, shard_key: str) -> int:
-        """The stream sequence of the newest message of a shard's subject (0: none)."""
+    async def last_seq(self, filter_key: str) -> int:
+        """The stream sequence of the newest message of a unit's subjects (0: none)."""
         if self._js is None:
             raise BusUnavailable("not connected to NATS")
         try:
-            return (await self._js.get_last_msg(STREAM, shard_subject(shard_key))).seq
+            return (await self._js.get_last_msg(STREAM, unit_filter(filter_key))).seq
         except nats.js.errors.NotFoundError:
             return 0
         except Exception as exc:  # noqa: BLE001
-            raise BusUnavailable(f"shard {shard_key} unreadable: {exc}") from exc
+            raise BusUnavailable(f"unit {filter_key} unreadable: {exc}") from exc
 
     async def serve(self, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
         """Answer requests to this member with handler(request) -> reply."""

@@ -3,20 +3,25 @@
 Rules:
 - Forwarding: the forwarder reads the journal (committed outcomes and confirmations, in
   commit order) after its cursor, publishes each record once per table to its shard's
-  subject with a message id derived from the record, and moves the cursor only when the
+  subject (with the outcome id's slot bits) with a message id derived from the record, and moves the cursor only when the
   bus has confirmed every message up to it. After a crash it publishes again from the
   cursor; the bus drops what it already has. A dead bus never blocks a device: ACKs
   depend on the local commit only, and forwarding catches up when the bus returns.
-- Ownership: the owners of a shard are the top `replicas` live members by rendezvous
-  hashing (gateway.route). Every `reconcile_s` this gateway compares what it owns with
-  what it reads, starts reading newly owned shards (from its snapshot's sequence, or from
-  the start: the stream is the truth) and drops the others.
+- Ownership: a unit is a shard, or a part of a hot shard (its records whose outcome id's
+  slot is the part's index modulo the parts). The plan (which shards split, and the load of
+  every unit) is made by the first live member, from the stream's counts, every `plan_s`
+  or when the members change, and kept in the bus; every member computes the same owners
+  from it (gateway.route: bounded-load rendezvous, which without loads, below
+  `split_members` members, is rendezvous per shard). Every `reconcile_s` this gateway
+  starts reading newly owned units (from its snapshot's sequence, or from the start: the
+  stream is the truth) and drops the others.
 - An owner applies every verified record to the address of its subject's table;
   records that fail verification are refused with a reason and counted, and never touch
   an aggregate. Snapshots (aggregates and the stream sequence they reflect) are saved
   every `snapshot_s`.
-- Answering: a query's addresses are asked of their owners (this gateway answers its own
-  at once); an owner releases only aggregates above the k/m thresholds; what arrived
+- Answering: a query's addresses are asked of the owners of their units (every part of a
+  split shard; this gateway answers its own at once); an owner releases only aggregates
+  (of its part of an address) above the k/m thresholds; what arrived
   within `ask_timeout_s` is combined with capped site weights (gateway.synth). A query
   always gets an answer: TOO_FEW, UNKNOWN_SPEC, PARTIAL or UNAVAILABLE when it must.
 """
@@ -34,10 +39,10 @@ from qis.edge import frame as spec
 from . import route
 from .bus import BusUnavailable, LocalBus, NatsBus, reraise_if_cancelled
 from .journal import Journal
-from .records import (KIND_ASK, KIND_REPLY, VERSION, Record, Refused, open_record, open_signed, record_from_row,
+from .records import (KIND_ASK, KIND_PLAN, KIND_REPLY, VERSION, Record, Refused, open_record, open_signed, record_from_row,
                       seal_record, sign)
 from .refusals import RefusalLog
-from .route import Address, Shard
+from .route import Address, Part, Unit
 from .sites import PeerSite, Site
 from .store import DatabaseError
 from .synth import Aggregate, Answer, combine
@@ -59,6 +64,8 @@ class Settings:
     reconcile_s: float = 1.0
     snapshot_s: float = 10.0
     forward_batch: int = 256
+    plan_s: float = 30.0  # how often the first member re-plans from the stream's counts
+    split_members: int = 8  # below this many members nothing splits (rendezvous per shard)
 
 
 class Federation:
@@ -71,16 +78,18 @@ class Federation:
         self.bus = bus
         self.peers = peers
         self.settings = settings or Settings()
-        self.aggregates: dict[Address, Aggregate] = {}
-        self.owned: dict[Shard, int] = {}  # shard -> last stream sequence applied
+        self.aggregates: dict[Part, Aggregate] = {}
+        self.owned: dict[Unit, int] = {}  # unit -> last stream sequence applied
+        self.plan: dict = {"members": [], "parts": {}, "loads": {}, "t": 0.0}
+        self.owners: dict[str, list[str]] = {}  # unit key -> owners, from the plan
         self.members: list[str] = []
         self.stats: Counter[str] = Counter()
         self.refused = RefusalLog()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.last_error = ""
-        self._seen_at: dict[Shard, int] = {}  # the sequence each shard had at its last progress check
-        self._readers: dict[Shard, object] = {}  # the token of each shard's current subscription
+        self._seen_at: dict[Unit, int] = {}  # the sequence each unit had at its last progress check
+        self._readers: dict[Unit, object] = {}  # the token of each unit's current subscription
         self._check_from = 0
         # A local federation rebuilds its aggregates from its own database at every start,
         # so its cursors live in memory; a NATS one keeps them in the database.
@@ -181,13 +190,14 @@ class Federation:
     async def _publish(self, record: Record) -> None:
         if self.local:  # in process: the record never leaves this gateway, nothing to sign or verify
             for address in route.addresses(record.domain, record.fingerprint, record.profile):
-                if self.aggregates.setdefault(address, Aggregate()).apply(record):
+                if self.aggregates.setdefault(Part(address), Aggregate()).apply(record):
                     self.stats["records_applied"] += 1
             return
         data = seal_record(self.site, record)
         prof = spec.PROFILES[record.profile]
+        slot = route.slot_bits(record.outcome_id)
         for address in route.addresses(record.domain, record.fingerprint, record.profile)[: prof.fingerprint_tables]:
-            await self.bus.publish(address.shard.key, data, f"{record.msg_id}.{address.table}")
+            await self.bus.publish(address.shard.key + slot, data, f"{record.msg_id}.{address.table}")
             self.stats["messages_published"] += 1
             self.stats["bytes_published"] += len(data)
 
@@ -211,70 +221,111 @@ class Federation:
         if not members:
             return  # no membership known (the bus is down): keep what is owned
         self.members = members
-        mine = {s for s, owners in route.ownership(members, self.settings.replicas, DOMAINS).items()
-                if self.bus.member in owners}
-        for shard in [s for s in self.owned if s not in mine]:
-            self._readers.pop(shard, None)  # what its subscription still delivers is ignored
-            await self.bus.unsubscribe(shard.key)
-            await self._save_snapshots([shard])
-            del self.owned[shard]
-            for address in [a for a in self.aggregates if a.shard == shard]:
-                del self.aggregates[address]
-            self.stats["shards_dropped"] += 1
+        await self._follow_plan(members)
+        mine = {u for d in DOMAINS for shard in route.all_shards(d) for u in route.units(shard, self.plan["parts"])
+                if self.bus.member in self.owners.get(u.key, ())}
+        for unit in [u for u in self.owned if u not in mine]:
+            self._readers.pop(unit, None)  # what its subscription still delivers is ignored
+            await self.bus.unsubscribe(unit.key)
+            await self._save_snapshots([unit])
+            del self.owned[unit]
+            for part in [p for p in self.aggregates if _unit_of(p) == unit]:
+                del self.aggregates[part]
+            self.stats["units_dropped"] += 1
         snapshots = self.journal.snapshots()
-        for shard in sorted(mine - set(self.owned)):
-            seq = self._restore(shard, snapshots.get(shard.key))
-            self.owned[shard] = seq
-            await self.bus.subscribe(shard.key, seq + 1, self._applier(shard))
-            self.stats["shards_taken"] += 1
+        for unit in sorted(mine - set(self.owned)):
+            seq = self._restore(unit, snapshots.get(unit.key))
+            self.owned[unit] = seq
+            await self.bus.subscribe(unit.key, unit.filter_key, seq + 1, self._applier(unit))
+            self.stats["units_taken"] += 1
         if not self.local:
             await self._check_progress()
 
+    async def _follow_plan(self, members: list[str]) -> None:
+        """Take the bus's plan (signed by the member that made it, its first member); the
+        first live member makes a new one when the members changed or plan_s has passed,
+        from the stream's records per shard."""
+        s = self.settings
+        plan = self._open_plan(await self.bus.get_plan())
+        if members[0] == self.bus.member and (plan is None or plan["members"] != members
+                                              or time.time() - plan["t"] >= s.plan_s):
+            loads = await self.bus.subject_loads() if len(members) >= s.split_members else {}
+            parts, unit_loads = route.plan_loads(members, loads, s.replicas, DOMAINS, s.split_members)
+            plan = {"members": members, "parts": parts, "loads": {k: round(v) for k, v in unit_loads.items()},
+                    "t": int(time.time())}
+            await self.bus.put_plan(sign(self.site, [VERSION, KIND_PLAN, members, parts, plan["loads"], plan["t"]]))
+            self.stats["plans_made"] += 1
+        if plan is None:  # no plan yet: rendezvous per shard, which a plan without loads is
+            plan = {"members": members, "parts": {}, "t": 0,
+                    "loads": route.plan_loads(members, {}, s.replicas, DOMAINS, len(members) + 1)[1]}
+        if plan != self.plan or self.members != members or not self.owners:
+            self.owners = route.plan_owners(plan["loads"], members, s.replicas)
+        self.plan = plan
+
+    def _open_plan(self, raw: bytes | None) -> dict | None:
+        """The plan in the bus, if a federation site signed it and it is well formed."""
+        if raw is None:
+            return None
+        try:
+            peer, value = open_signed(raw, self.peers)
+        except Refused as r:
+            self._refuse(r.code, f"plan: {r.reason}", raw)
+            return None
+        if (len(value) != 6 or value[1] != KIND_PLAN or not isinstance(value[2], list) or not value[2]
+                or peer.name != value[2][0] or not isinstance(value[3], dict) or not isinstance(value[4], dict)
+                or type(value[5]) is not int
+                or not all(type(n) is int and 2 <= n <= route.MAX_PARTS and n & (n - 1) == 0 for n in value[3].values())
+                or not all(type(n) is int and n >= 0 for n in value[4].values())):
+            self._refuse("payload", f"the plan in the bus (signed by {peer.name}) is malformed", raw)
+            return None
+        return {"members": value[2], "parts": value[3], "loads": value[4], "t": value[5]}
+
     async def _check_progress(self, per_round: int = 16) -> None:
-        """Resubscribe owned shards that lag their subject and made no progress since the
-        last look (their consumer died with its node); a few shards per round."""
-        shards = sorted(self.owned)
-        if not shards:
+        """Resubscribe owned units that lag their subjects and made no progress since the
+        last look (their consumer died with its node); a few units per round."""
+        units = sorted(self.owned)
+        if not units:
             return
-        start = self._check_from % len(shards)
-        for shard in (shards[start:] + shards[:start])[:per_round]:
-            applied = self.owned[shard]
-            if await self.bus.last_seq(shard.key) > applied and self._seen_at.get(shard) == applied:
-                log.warning("shard %s stalled at sequence %d; reading on from there", shard.key, applied)
-                self._readers.pop(shard, None)
-                await self.bus.unsubscribe(shard.key)
-                await self.bus.subscribe(shard.key, applied + 1, self._applier(shard))
-                self.stats["shards_resumed"] += 1
-            self._seen_at[shard] = applied
+        start = self._check_from % len(units)
+        for unit in (units[start:] + units[:start])[:per_round]:
+            applied = self.owned[unit]
+            if await self.bus.last_seq(unit.filter_key) > applied and self._seen_at.get(unit) == applied:
+                log.warning("unit %s stalled at sequence %d; reading on from there", unit.key, applied)
+                self._readers.pop(unit, None)
+                await self.bus.unsubscribe(unit.key)
+                await self.bus.subscribe(unit.key, unit.filter_key, applied + 1, self._applier(unit))
+                self.stats["units_resumed"] += 1
+            self._seen_at[unit] = applied
         self._check_from = start + per_round
 
-    def _restore(self, shard: Shard, snapshot: tuple[int, bytes] | None) -> int:
+    def _restore(self, unit: Unit, snapshot: tuple[int, bytes] | None) -> int:
         if snapshot is None or self.local:
             return 0
         seq, blob = snapshot
         for key, state in det_cbor.loads(blob).items():
             d, v, t, b = (int(x, 16) if i == 3 else int(x) for i, x in enumerate(key.split(".")))
-            self.aggregates[Address(d, v, t, b)] = Aggregate.from_state(state)
+            self.aggregates[Part(Address(d, v, t, b), unit.index, unit.parts)] = Aggregate.from_state(state)
         return seq
 
-    def _applier(self, shard: Shard):
-        """The message handler of one subscription to shard. Only the shard's current
+    def _applier(self, unit: Unit):
+        """The message handler of one subscription to unit. Only the unit's current
         reader applies anything: a dropped or replaced subscription may still deliver
-        messages in flight, and those must neither re-own the shard nor apply twice."""
+        messages in flight, and those must neither re-own the unit nor apply twice."""
         reader = object()
-        self._readers[shard] = reader
+        self._readers[unit] = reader
 
         async def apply(seq: int, data: bytes) -> None:
-            if self._readers.get(shard) is not reader:
+            if self._readers.get(unit) is not reader:
                 return
-            if seq <= self.owned.get(shard, -1) and not self.local:
+            if seq <= self.owned.get(unit, -1) and not self.local:
                 return  # already in the snapshot
-            self.owned[shard] = seq
-            self.apply(shard, data)
+            self.owned[unit] = seq
+            self.apply(unit, data)
         return apply
 
-    def apply(self, shard: Shard, data: bytes) -> bool:
-        """Verify one message of shard and apply it to the address of its table."""
+    def apply(self, unit: Unit, data: bytes) -> bool:
+        """Verify one message of unit and apply it to the part of the address of its table."""
+        shard = unit.shard
         try:
             record = open_record(data, self.peers)
             version = route.spec_version(record.domain)
@@ -289,10 +340,10 @@ class Federation:
             self._refuse("address", f"record of {record.site} does not belong to shard {shard.key}", data)
             return False
         address = route.addresses(record.domain, record.fingerprint, record.profile)[shard.table]
-        if address.shard != shard:
-            self._refuse("address", f"record of {record.site} does not belong to shard {shard.key}", data)
+        if address.shard != shard or not unit.holds(record.outcome_id):
+            self._refuse("address", f"record of {record.site} does not belong to unit {unit.key}", data)
             return False
-        if not self.aggregates.setdefault(address, Aggregate()).apply(record):
+        if not self.aggregates.setdefault(Part(address, unit.index, unit.parts), Aggregate()).apply(record):
             self._refuse("replay", f"outcome {record.outcome_id.hex()} of {record.site} was already applied", data)
             return False
         self.stats["records_applied"] += 1
@@ -312,28 +363,30 @@ class Federation:
                 reraise_if_cancelled(exc)
                 log.warning("snapshots not saved: %s", exc)
 
-    async def _save_snapshots(self, shards: list[Shard] | None = None) -> None:
-        """Save the aggregates of shards (default: all owned) with the stream sequence they
+    async def _save_snapshots(self, units: list[Unit] | None = None) -> None:
+        """Save the aggregates of units (default: all owned) with the stream sequence they
         reflect, in one transaction."""
         if self.local:
             return  # the local log is the database itself: rebuilt from it at start
-        shards = list(self.owned) if shards is None else shards
-        states: dict[Shard, dict] = {s: {} for s in shards}
-        for address, agg in self.aggregates.items():
-            if address.shard in states:
-                states[address.shard][address.key] = agg.state()
-        rows = [(s.key, self.owned[s], det_cbor.dumps(state)) for s, state in states.items()]
+        units = list(self.owned) if units is None else units
+        states: dict[Unit, dict] = {u: {} for u in units}
+        for part, agg in self.aggregates.items():
+            unit = _unit_of(part)
+            if unit in states:
+                states[unit][part.address.key] = agg.state()
+        rows = [(u.key, self.owned[u], det_cbor.dumps(state)) for u, state in states.items()]
         if rows:
             await self._journal_write(self.journal.save_snapshots, rows)
 
     # ------------------------------------------------------------------ answering
 
-    def released(self, addresses: list[Address]) -> list[dict | None]:
-        """The wire tallies of each address this gateway owns and may release, else None."""
+    def released(self, parts: list[Part]) -> list[dict | None]:
+        """The wire tallies of each part of an address this gateway owns and may release,
+        else None."""
         s = self.settings
         out = []
-        for a in addresses:
-            agg = self.aggregates.get(a)
+        for part in parts:
+            agg = self.aggregates.get(part)
             out.append(agg.wire() if agg is not None and agg.released(s.k, s.m) else None)
         return out
 
@@ -346,14 +399,15 @@ class Federation:
         return await self.ask(addrs)
 
     async def ask(self, addrs: list[Address]) -> tuple[int, Answer]:
-        """Ask the owners of addrs and combine what they release."""
-        by_member: dict[str, list[Address]] = {}
-        members = self.members or [self.bus.member]
+        """Ask the owners of addrs (of every part of a split shard) and combine what they release."""
+        by_member: dict[str, list[Part]] = {}
         for a in addrs:
-            owners = route.owners(a.shard, members, self.settings.replicas)
-            target = self.bus.member if self.bus.member in owners else (owners[0] if owners else None)
-            if target is not None:
-                by_member.setdefault(target, []).append(a)
+            for unit in route.units(a.shard, self.plan["parts"]):
+                owners = self.owners.get(unit.key) or route.owners(a.shard, self.members or [self.bus.member],
+                                                                    self.settings.replicas)
+                target = self.bus.member if self.bus.member in owners else (owners[0] if owners else None)
+                if target is not None:
+                    by_member.setdefault(target, []).append(Part(a, unit.index, unit.parts))
         wires: list[dict] = []
         missing = 0
         asks = {m: self._ask_member(m, a) for m, a in by_member.items()}
@@ -370,10 +424,11 @@ class Federation:
             return status, Answer()
         return (spec.PARTIAL if missing else spec.ANSWERED), combine(wires, self.settings.cap)
 
-    async def _ask_member(self, member: str, addrs: list[Address]) -> list[dict | None]:
+    async def _ask_member(self, member: str, parts: list[Part]) -> list[dict | None]:
         if member == self.bus.member:
-            return self.released(addrs)
-        payload = [VERSION, KIND_ASK, [[a.domain, a.version, a.table, a.bucket] for a in addrs]]
+            return self.released(parts)
+        payload = [VERSION, KIND_ASK, [[p.address.domain, p.address.version, p.address.table, p.address.bucket,
+                                        p.index, p.parts] for p in parts]]
         reply = await self.bus.request(member, sign(self.site, payload), self.settings.ask_timeout_s)
         try:
             peer, value = open_signed(reply, self.peers)
@@ -381,7 +436,7 @@ class Federation:
             self._refuse(r.code, r.reason, reply)
             raise BusUnavailable(f"reply of {member} refused: {r.reason}") from None
         if peer.name != member or len(value) != 3 or value[1] != KIND_REPLY or not isinstance(value[2], list) \
-                or len(value[2]) != len(addrs):
+                or len(value[2]) != len(parts):
             raise BusUnavailable(f"reply of {member} is not a reply to this question")
         return [w if isinstance(w, dict) else None for w in value[2]]
 
@@ -389,14 +444,21 @@ class Federation:
         peer, value = open_signed(data, self.peers)  # Refused: no reply (the asker times out)
         if len(value) != 3 or value[1] != KIND_ASK or not isinstance(value[2], list) or len(value[2]) > 256:
             raise Refused("payload", f"a question of {peer.name} is malformed")
-        addrs = [Address(*a) for a in value[2] if isinstance(a, list) and len(a) == 4
+        parts = [Part(Address(*a[:4]), a[4], a[5]) for a in value[2] if isinstance(a, list) and len(a) == 6
                  and all(type(x) is int for x in a)]
+        if len(parts) != len(value[2]):
+            raise Refused("payload", f"a question of {peer.name} names something that is not a part of an address")
         self.stats["asks_served"] += 1
-        return sign(self.site, [VERSION, KIND_REPLY, self.released(addrs)])
+        return sign(self.site, [VERSION, KIND_REPLY, self.released(parts)])
 
     def summary(self) -> dict:
         return {**dict(self.stats), "member": self.bus.member, "members": self.members,
-                "owned_shards": len(self.owned), "addresses": len(self.aggregates),
+                "owned_units": len(self.owned), "split_shards": len(self.plan["parts"]),
+                "addresses": len({p.address for p in self.aggregates}),
                 "cursor": {k: self.cursor(k) for k in ("outcomes", "confirmations")},
                 "refused_by_code": self.refused.totals(), "bus_connected": getattr(self.bus, "connected", True),
                 "last_error": self.last_error}
+
+
+def _unit_of(part: Part) -> Unit:
+    return Unit(part.address.shard, part.index, part.parts)

@@ -35,7 +35,8 @@ class _Collector:
         for section in ("gateway", "federation"):
             for name, value in status.get(section, {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    family = GaugeMetricFamily if name in ("owned_shards", "addresses") else CounterMetricFamily
+                    gauge = name in ("owned_units", "split_shards", "addresses")
+                    family = GaugeMetricFamily if gauge else CounterMetricFamily
                     yield family(f"qis_{section}_{name}", f"{section} {name.replace('_', ' ')}", value=value)
 
 
@@ -69,8 +70,9 @@ class HttpEndpoint:
         return web.Response(body=generate_latest(self.registry), content_type="text/plain", charset="utf-8")
 
     async def _aggregates(self, request: web.Request) -> web.Response:
-        return web.json_response({a.key: agg.wire() for a, agg in sorted(self.federation.aggregates.items())},
-                                 dumps=_dumps)
+        # An address's key, or for a part of a split shard "<address key>/<index>.<parts>".
+        return web.json_response({(p.address.key if p.parts == 1 else f"{p.address.key}/{p.index}.{p.parts}"):
+                                  agg.wire() for p, agg in sorted(self.federation.aggregates.items())}, dumps=_dumps)
 
     async def _query(self, request: web.Request) -> web.Response:
         try:

@@ -27,7 +27,7 @@ from qis.edge.frame import PROFILES
 from .sites import SITE_KID_LEN, PeerSite, Site
 
 VERSION = 1
-KIND_OUTCOME, KIND_CONFIRMATION, KIND_ASK, KIND_REPLY = 1, 2, 3, 4
+KIND_OUTCOME, KIND_CONFIRMATION, KIND_ASK, KIND_REPLY, KIND_PLAN = 1, 2, 3, 4, 5
 PROTECTED = b"\xa1\x01\x27"  # {1: -8}: EdDSA
 _HEAD = b"\x84\x43" + PROTECTED + b"\xa1\x04\x48"  # array(4), protected, {4: bstr(8)
 SIG_LEN = 64

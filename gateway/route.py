@@ -103,8 +103,14 @@ def ownership(members: list[str], replicas: int, domains: list[int]) -> dict[Sha
 # tallies in several parts merge in synth.combine exactly as in one aggregate), and the
 # parts are given owners by rendezvous with bounded loads: in decreasing order of load,
 # each part takes the first `replicas` members in its rendezvous order whose load stays
-# within c x the mean. Loads are what the previous period's streams held. The federation
-# does not use this plan yet (gateway.federation still owns whole shards by owners()).
+# within c x the mean. Loads are what the previous period's streams held.
+#
+# What the federation runs (gateway.federation) is the shard-level form of the same plan:
+# a hot shard, not an address, is split into at most MAX_PARTS parts by the outcome id's
+# slot (SLOT_BITS bits, carried in the record's subject, so that a part is one wildcard
+# subscription), and units (a shard, or a part of one) get owners by bounded_owners. With
+# no loads, bounded_owners is rendezvous per shard: a federation smaller than the plan's
+# `split_members` runs exactly that.
 
 
 @dataclass(frozen=True, order=True)
@@ -123,6 +129,71 @@ class Part:
 def part_of(outcome_id: bytes, parts: int) -> int:
     """The part (of `parts`) of an address that holds an outcome and its confirmation."""
     return int.from_bytes(hashlib.sha256(outcome_id).digest()[:4], "big") % parts
+
+
+SLOT_BITS = 6
+MAX_PARTS = 1 << SLOT_BITS  # a shard splits into at most this many parts
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    """What a member owns: a whole shard (parts 1), or the part `index` of `parts` of a
+    shard: its records whose outcome id's slot is index modulo parts."""
+
+    shard: Shard
+    index: int = 0
+    parts: int = 1
+
+    @property
+    def key(self) -> str:
+        """The shard's key for a whole shard (so that, unsplit, owners are rendezvous per shard)."""
+        return self.shard.key if self.parts == 1 else f"{self.shard.key}/{self.index}.{self.parts}"
+
+    @property
+    def subject_bits(self) -> str:
+        """The slot bits (least significant first) every record of this unit has in its subject."""
+        return "".join(f".{(self.index >> b) & 1}" for b in range(self.parts.bit_length() - 1))
+
+    @property
+    def filter_key(self) -> str:
+        """The subjects of the unit's records, after "qis.rec.": its shard's, with the
+        unit's slot bits, then any further bits (a NATS wildcard)."""
+        bits = self.subject_bits
+        return self.shard.key + bits + ("" if bits.count(".") == SLOT_BITS else ".>")
+
+    def holds(self, outcome_id: bytes) -> bool:
+        return part_of(outcome_id, self.parts) == self.index
+
+
+def slot_bits(outcome_id: bytes) -> str:
+    """The subject suffix of a record: its outcome id's slot, SLOT_BITS bits, least significant first."""
+    slot = part_of(outcome_id, MAX_PARTS)
+    return "".join(f".{(slot >> b) & 1}" for b in range(SLOT_BITS))
+
+
+def units(shard: Shard, parts: dict[str, int]) -> list[Unit]:
+    n = parts.get(shard.key, 1)
+    return [Unit(shard, i, n) for i in range(n)]
+
+
+def plan_loads(members: list[str], shard_loads: dict[str, float], replicas: int, domains: list[int],
+               split_members: int, grain: float = 0.05) -> tuple[dict[str, int], dict[str, float]]:
+    """(parts per split shard key, load per unit key) of a plan: hot shards split so that no
+    part carries more than `grain` of a member's mean load; below split_members members,
+    no split and no loads (rendezvous per shard)."""
+    shards = [s for d in domains for s in all_shards(d)]
+    if len(members) < split_members:
+        return {}, {s.key: 0.0 for s in shards}
+    split_parts = split({s.key: shard_loads.get(s.key, 0.0) for s in shards}, len(members), replicas, grain,
+                        MAX_PARTS)
+    parts = {k: n for k, n in split_parts.items() if n > 1}
+    loads = {u.key: shard_loads.get(s.key, 0.0) / u.parts for s in shards for u in units(s, parts)}
+    return parts, loads
+
+
+def plan_owners(loads: dict[str, float], members: list[str], replicas: int, c: float = 1.1) -> dict[str, list[str]]:
+    """Owners of every unit of a plan among the live members (bounded loads, c x the mean)."""
+    return bounded_owners(loads, sorted(members), replicas, c)
 
 
 def split(loads: dict[Address, float], members: int, replicas: int, grain: float = 0.1,

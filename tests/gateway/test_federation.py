@@ -81,7 +81,7 @@ def test_below_k_outcomes_nothing_is_released(registry, store, frames, site):
         await fed.start(background=False)
         await fed.forward_once()
         addrs = route.addresses(1, fp, "full")
-        assert fed.released(addrs) == [None] * 8  # 4 outcomes each: below k
+        assert fed.released([route.Part(a) for a in addrs]) == [None] * 8  # 4 outcomes each: below k
         assert (await fed.ask(addrs))[0] == spec.TOO_FEW
         await fed.stop()
 
@@ -99,7 +99,7 @@ def test_bad_federation_input_is_refused_counted_and_leaves_aggregates_alone(reg
         await fed.forward_once()
         before = {a: agg.wire() for a, agg in fed.aggregates.items()}
         good = Record(1, bytes(16), site.name, b"p" * 8, 1, 3, 2, 6, "full", fp, 1, None)
-        shard = route.addresses(1, fp, "full")[0].shard
+        unit = route.Unit(route.addresses(1, fp, "full")[0].shard)
         stranger = provision_site("stranger", tmp_path / "s.site")
         data = bytearray(seal_record(site, good))
         data[-1] ^= 1
@@ -113,16 +113,21 @@ def test_bad_federation_input_is_refused_counted_and_leaves_aggregates_alone(reg
                                                 bytes(255 - b for b in fp), 1, None)),
         }
         for code, message in cases.items():
-            assert not fed.apply(shard, message), code
+            assert not fed.apply(unit, message), code
         # A replayed outcome id: the first time it counts, the second it is refused.
-        assert fed.apply(shard, seal_record(site, good))
+        assert fed.apply(unit, seal_record(site, good))
         after_one = {a: agg.wire() for a, agg in fed.aggregates.items()}
-        assert not fed.apply(shard, seal_record(site, good))
+        assert not fed.apply(unit, seal_record(site, good))
         assert {a: agg.wire() for a, agg in fed.aggregates.items()} == after_one
         assert fed.refused.totals() == {"signature": 1, "unknown-site": 1, "size": 1, "spec": 1, "address": 1,
                                         "replay": 1}
         changed = [a for a in after_one if before.get(a) != after_one[a]]
-        assert changed == [route.addresses(1, fp, "full")[0]]  # only the good record's one address moved
+        assert changed == [route.Part(route.addresses(1, fp, "full")[0])]  # only the good record's one address moved
+        # A part of a split shard takes only the records whose outcome id is in it.
+        other = route.Unit(unit.shard, 1 - route.part_of(bytes(range(1, 17)), 2), 2)
+        elsewhere = Record(1, bytes(range(1, 17)), site.name, b"p" * 8, 1, 3, 2, 6, "full", fp, 1, None)
+        assert not fed.apply(other, seal_record(site, elsewhere))
+        assert fed.refused.totals()["address"] == 2
         await fed.stop()
 
     run(scenario())

@@ -1,11 +1,13 @@
-"""gateway.route's bounded-load plan (issue 13): hot addresses split by outcome id, parts
-owned by rendezvous with bounded loads. Pure functions; the federation does not use them yet."""
+"""gateway.route's bounded-load plan (issue 13): hot addresses (the simulation's form) or
+hot shards (what the federation runs) split by outcome id, units owned by rendezvous with
+bounded loads. Pure functions."""
 from __future__ import annotations
 
 import hashlib
 import random
 
 from qis.gateway import route
+from qis.gateway.bus import matches
 from qis.gateway.records import KIND_CONFIRMATION, KIND_OUTCOME, Record
 from qis.gateway.synth import Aggregate, combine
 
@@ -84,3 +86,30 @@ def test_parts_combine_to_the_whole_address_and_keep_confirmations_with_outcomes
     one, split_answer = combine([whole.wire()], 20), combine([p.wire() for p in parts], 20)
     assert split_answer.labels == one.labels and split_answer.models[0][2] == one.models[0][2]
     assert split_answer.sites == one.sites
+
+
+def test_a_plan_without_loads_is_rendezvous_per_shard():
+    parts, loads = route.plan_loads(MEMBERS, {"1.1.0.3": 500.0}, 2, [1], split_members=len(MEMBERS) + 1)
+    assert parts == {} and set(loads.values()) == {0.0}
+    owners = route.plan_owners(loads, MEMBERS, 2)
+    assert all(owners[s.key] == o for s, o in route.ownership(MEMBERS, 2, [1]).items())
+
+
+def test_a_hot_shard_splits_into_units_that_take_its_records_by_outcome_id():
+    counts = {s.key: 1.0 for s in route.all_shards(1)}
+    counts["1.1.2.5"] = 4000.0  # one hot shard, as similar beats crowd together
+    parts, loads = route.plan_loads(MEMBERS, counts, 2, [1], split_members=8)
+    assert set(parts) == {"1.1.2.5"} and 2 <= parts["1.1.2.5"] <= route.MAX_PARTS
+    hot = route.Shard(1, 1, 2, 5)
+    units = route.units(hot, parts)
+    assert [u.index for u in units] == list(range(parts["1.1.2.5"]))
+    assert sum(loads[u.key] for u in units) == 4000.0
+    owners = route.plan_owners(loads, MEMBERS, 2)
+    assert set(owners) == set(loads) and all(len(set(o)) == 2 for o in owners.values())
+    for n in (1, 2, 8, route.MAX_PARTS):  # whatever the split, a record's subject is one unit's: the one holding it
+        split_units = route.units(hot, {hot.key: n} if n > 1 else {})
+        for i in range(100):
+            oid = hashlib.sha256(b"%d" % i).digest()[:16]
+            subject = hot.key + route.slot_bits(oid)
+            holders = [u for u in split_units if matches(u.filter_key, subject)]
+            assert holders == [u for u in split_units if u.holds(oid)] and len(holders) == 1, (n, i)

@@ -69,11 +69,11 @@ def test_records_verify_in_pycose_and_match_the_schema(vector):
     assert not msg.verify_signature()
 
 
-def test_ask_and_reply_verify_and_match_the_schema():
-    for name in ("ask", "reply"):
+def test_ask_reply_and_plan_verify_and_match_the_schema():
+    for name in ("ask", "reply", "plan"):
         message = bytes.fromhex(VECTORS[name])
         schema(name).validate_cbor(pycose_verifies(message))
-        assert open_signed(message, peers())[1][1] == {"ask": 3, "reply": 4}[name]
+        assert open_signed(message, peers())[1][1] == {"ask": 3, "reply": 4, "plan": 5}[name]
 
 
 def _plaintext(frame: bytes, key: bytes, iv: bytes) -> bytes:

@@ -277,24 +277,25 @@ def test_membership_auc_and_thresholds_use_gateway_synth():
     assert out[(1, 1)] == 1.0 and out[(5, 2)] == 0.5
 
 
-def test_routing_shard_variant_splits_shards_by_outcome_id_and_keeps_every_record(small_pool):
-    """The shard-level variant: the 16-bit table values begin with the buckets, every
-    record of a cycle lands in exactly one part of its shard (part = the outcome hash mod
-    the shard's parts, as route.part_of), and the owners are route.bounded_owners'."""
+def test_routing_shard_variant_is_the_federations_plan(small_pool):
+    """The shard-level variant is what gateway.federation runs: route.plan_loads on the
+    records per shard, owners from route.plan_owners; the 16-bit table values begin with
+    the buckets; every record of a cycle lands in exactly one unit of its shard (part = the
+    outcome hash mod the shard's parts, as route.part_of)."""
     from qis.gateway import route
+    from qis.gateway.federation import Settings
     from qis.tools.evidence import routing
     assert ((small_pool.tables >> 8) == small_pool.buckets).all()
-    names = routing.members(5)
+    names = routing.members(Settings().split_members)
     rng = np.random.default_rng(1)
     beats = rng.integers(0, len(small_pool.labels), 400)
     hashes = routing.outcome_hashes(0, 0, 400)
     parts, owners = routing.plan_shards(small_pool, beats, hashes, names)
     units = routing.shard_units(small_pool, beats)
+    counts = {routing.shard_of(s).key: float((units == s).sum()) for s in np.unique(units)}
+    want_parts, want_loads = route.plan_loads(names, counts, routing.REPLICAS, [1], Settings().split_members,
+                                              routing.GRAIN)
+    assert parts == want_parts and max(parts.values()) > 1
+    assert owners == route.plan_owners(want_loads, names, routing.REPLICAS, routing.C_PLAN)
     loads = routing.shard_part_loads(units, hashes, parts)
-    assert sum(loads.values()) == units.size
-    assert max(parts.values()) > 1 and max(parts.values()) <= routing.SHARD_PARTS
-    for s, n in parts.items():
-        assert sum(loads.get(f"{s}.{i}/{n}", 0) for i in range(n)) == (units == s).sum()
-    full = {f"{s}.{i}/{n}": 0.0 for s, n in parts.items() for i in range(n)}
-    full.update(loads)
-    assert owners == route.bounded_owners(full, names, routing.REPLICAS, routing.C_PLAN)
+    assert sum(loads.values()) == units.size and set(loads) <= set(owners)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from qis.edge import frame
 from qis.edge.ccm import CCM
-from qis.gateway.records import KIND_ASK, KIND_REPLY, VERSION, record_from_row, seal_record, sign
+from qis.gateway.records import KIND_ASK, KIND_PLAN, KIND_REPLY, VERSION, record_from_row, seal_record, sign
 from qis.gateway.sites import Site
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +40,12 @@ def main() -> None:
         records.append({"name": name, "payload": record.payload(), "message": seal_record(s, record).hex()})
     for r in records:
         r["payload"] = [v.hex() if isinstance(v, bytes) else v for v in r["payload"]]
-    ask = sign(s, [VERSION, KIND_ASK, [[1, 1, 0, 0xA5], [1, 1, 3, 0x10]]])
+    # A whole address (part 0 of 1), and part 3 of 4 of an address in a split shard.
+    ask = sign(s, [VERSION, KIND_ASK, [[1, 1, 0, 0xA5, 0, 1], [1, 1, 3, 0x10, 3, 4]]])
+    # The first member's plan: shard 1.1.3.1 split in four, every unit's load.
+    plan = sign(s, [VERSION, KIND_PLAN, ["clinic-a", "clinic-b"], {"1.1.3.1": 4},
+                    {"1.1.0.10": 12, "1.1.3.1/0.4": 30, "1.1.3.1/1.4": 30, "1.1.3.1/2.4": 30, "1.1.3.1/3.4": 30},
+                    1764201600])
     reply = sign(s, [VERSION, KIND_REPLY, [{"clinic-a": [5, {0: 4, 2: 1}, [0, 0, 0, 0, 0, 1, 2, 2], {3: {0: 4, 2: 1}},
                                                          1, {0: 1}, {3: [1, 0]}]}, None]])
     ccm = CCM(DEVICE_KEY)
@@ -56,7 +61,7 @@ def main() -> None:
            "site": {"name": s.name, "ed25519_private": SITE_SEED.hex(), "public": s.public.hex(),
                     "pseudonym_secret": PSEUDONYM_SECRET.hex()},
            "device": {"key": DEVICE_KEY.hex(), "kid": DEVICE_KID.hex(), "counter": 9},
-           "records": records, "ask": ask.hex(), "reply": reply.hex(), "frames": frames}
+           "records": records, "ask": ask.hex(), "reply": reply.hex(), "plan": plan.hex(), "frames": frames}
     (HERE / "records.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 

@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="... from at least M sites (default 2; 1 without --nats)")
     fed.add_argument("--cap", type=int, default=defaults.cap,
                      help="a site weighs at most this many outcomes in an answer (default 20)")
+    fed.add_argument("--split-members", type=int, default=defaults.split_members,
+                     help="hot shards split into parts (by outcome id) only with at least this many members "
+                          f"(default {defaults.split_members})")
+    fed.add_argument("--plan-s", type=float, default=defaults.plan_s,
+                     help=f"re-plan ownership from the stream's counts every S seconds (default {defaults.plan_s:g})")
     parser.add_argument("--stats-interval", type=float, default=0, help="log counters every S seconds (0: off)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every dead letter")
 
@@ -62,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     mqtt = MqttOptions(args.mqtt, args.mqtt_password_file, args.mqtt_ca) if args.mqtt else None
     lora = LoraOptions(args.lora, sf=args.lora_sf, time_scale=args.lora_time_scale) if args.lora else None
     settings = Settings(replicas=args.replicas, k=args.release_k,
-                        m=args.release_m if args.release_m is not None else (2 if args.nats else 1), cap=args.cap)
+                        m=args.release_m if args.release_m is not None else (2 if args.nats else 1), cap=args.cap,
+                        split_members=args.split_members, plan_s=args.plan_s)
     gateway = Gateway(args.keys, args.db, args.serial, args.baudrate, args.dead_letters_per_device,
                       int(args.dead_letter_budget * 1024 * 1024), args.site_key, args.sites, args.nats, settings,
                       None if args.http < 0 else args.http, mqtt=mqtt, lora=lora)

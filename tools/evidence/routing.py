@@ -1,8 +1,10 @@
 """`qis evidence routing`: routing scale, by simulation of the federation's own ownership code.
 
-Rules: owners come from gateway.route only: `ownership` (rendezvous per shard, what the
-federation runs: "before") and `split` + `part_of` + `bounded_owners` (hot addresses split
-by outcome id, rendezvous with bounded loads: "after"); addresses from route.addresses of
+Rules: owners come from gateway.route only: `ownership` (rendezvous per shard: "before",
+what a federation below its split_members runs), `split` + `part_of` + `bounded_owners` on
+addresses (hot addresses split by outcome id: "after", simulated only), and `plan_loads` +
+`plan_owners` (hot shards split, what the federation runs from split_members members on:
+"hot shards split"); addresses from route.addresses of
 the edge's fingerprints of real ECG5000 beats (so bucket popularity is as skewed as the
 data). Outcomes: each device sends one outcome per cycle, a beat drawn from the 5,000
 ECG5000 beats; devices sit evenly on the gateways (one site each). "After" plans on the
@@ -19,6 +21,7 @@ import numpy as np
 
 from qis.edge.ecg.registry import DOMAIN_ECG_BEAT
 from qis.gateway import route
+from qis.gateway.federation import Settings
 
 from . import common
 
@@ -28,7 +31,6 @@ REPLICAS = 2
 C = 1.25  # the goal
 C_PLAN = 1.1  # the plan's bound: headroom for one cycle's loads differing from the last's
 GRAIN = 0.05  # no part above this share of a member's mean load
-SHARD_PARTS = 64  # shard-level variant: the most parts a shard splits into (6 outcome-id bits)
 
 
 @dataclass
@@ -113,25 +115,32 @@ def plan_after(p: Pool, history: np.ndarray, hist_hashes: np.ndarray, names: lis
     return parts, route.bounded_owners(loads, names, REPLICAS, C_PLAN)
 
 
+def shard_of(index: int) -> route.Shard:
+    """The Shard of a shard index (table * 16 + shard) of shard_units."""
+    return route.Shard(DOMAIN_ECG_BEAT, route.spec_version(DOMAIN_ECG_BEAT), index >> route.SHARD_BITS,
+                       index & ((1 << route.SHARD_BITS) - 1))
+
+
 def plan_shards(p: Pool, history: np.ndarray, hist_hashes: np.ndarray, names: list[str]):
-    """The shard-level variant: hot shards (not addresses) split by outcome id into at most
-    SHARD_PARTS parts, then the same bounded-load rendezvous. (parts per shard index,
-    owners per unit key "shard.part/parts")."""
+    """What the federation runs (gateway.federation's plan): hot shards split by outcome id
+    into at most route.MAX_PARTS parts, units owned by bounded-load rendezvous, planned on
+    the previous cycle's records per shard. (parts per shard key, owners per unit key)."""
     units = shard_units(p, history)
-    load = np.bincount(units.ravel(), minlength=route.MAX_TABLES << route.SHARD_BITS).astype(float)
-    parts = route.split({s: float(load[s]) for s in range(len(load))}, len(names), REPLICAS, GRAIN, SHARD_PARTS)
-    loads = {f"{s}.{i}/{n}": 0.0 for s, n in parts.items() for i in range(n)}
-    loads.update(shard_part_loads(units, hist_hashes, parts))
-    return parts, route.bounded_owners(loads, names, REPLICAS, C_PLAN)
+    load = np.bincount(units.ravel(), minlength=route.MAX_TABLES << route.SHARD_BITS)
+    counts = {shard_of(s).key: float(n) for s, n in enumerate(load) if n}
+    parts, unit_loads = route.plan_loads(names, counts, REPLICAS, [DOMAIN_ECG_BEAT], Settings().split_members, GRAIN)
+    return parts, route.plan_owners(unit_loads, names, REPLICAS, C_PLAN)
 
 
-def shard_part_loads(units: np.ndarray, hashes: np.ndarray, parts: dict[int, int]) -> dict[str, float]:
+def shard_part_loads(units: np.ndarray, hashes: np.ndarray, parts: dict[str, int]) -> dict[str, float]:
+    """Records per unit key (route.Unit.key) of one cycle's outcomes: part = hash mod parts."""
     out: dict[str, float] = {}
     for t in range(units.shape[1]):
         for s in np.unique(units[:, t]):
-            n = parts[int(s)]
+            shard = shard_of(int(s))
+            n = parts.get(shard.key, 1)
             for i, c in zip(*np.unique(hashes[units[:, t] == s] % n, return_counts=True)):
-                key = f"{int(s)}.{int(i)}/{n}"
+                key = route.Unit(shard, int(i), n).key
                 out[key] = out.get(key, 0.0) + float(c)
     return out
 
@@ -192,8 +201,8 @@ def simulate(p: Pool, gateways: int, devices: int, seed: int) -> dict:
     s_parts, s_owners = plan_shards(p, history, hist_h, names)
     cur_units = shard_units(p, beats)
     shards_after = per_member(s_owners, shard_part_loads(cur_units, cur_h, s_parts), names)
-    fan_shards = [len({s_owners[f"{int(s)}.{j}/{s_parts[int(s)]}"][0] for s in cur_units[i]
-                       for j in range(s_parts[int(s)])}) for i in rng.integers(0, devices, 50)]
+    fan_shards = [len({s_owners[u.key][0] for s in cur_units[i] for u in route.units(shard_of(int(s)), s_parts)})
+                  for i in rng.integers(0, devices, 50)]
     pairs, same, base = met_pairs(p, beats)
     return {"shards_max_mean": shard_owned.max() / shard_owned.mean(),
             "before_max_mean": before.max() / before.mean(), "after_max_mean": after.max() / after.mean(),
@@ -248,7 +257,7 @@ def render(results: list[dict], seeds: list[int], top: float, deep: float) -> st
             "max/mean records, after", "ideal moved (1/(N+1))", "moved on join, before", "moved on join, after",
             "moved on leave, before", "moved on leave, after", "owners asked / query, before",
             "owners asked / query, after", "pairs that met", "seed's N(N-1)/2", "share of met pairs of one class",
-            "share of all pairs of one class", f"max/mean records, hot shards split (<= {SHARD_PARTS} parts)",
+            "share of all pairs of one class", f"max/mean records, hot shards split (<= {route.MAX_PARTS} parts)",
             "owners asked / query, hot shards split"]
     big = results[-1]["runs"]
     worst_after = max(x["after_max_mean"] for x in big)
@@ -258,9 +267,12 @@ def render(results: list[dict], seeds: list[int], top: float, deep: float) -> st
     return f"""### 2. Routing scale
 
 Command: `qis evidence routing` (tools/evidence/routing.py; `--quick` for a small run). The
-simulation calls the federation's own ownership code (gateway.route: `ownership` is what
-the federation runs, "before"; `split` + `bounded_owners` is the plan added by this issue,
-"after", not yet wired into the federation). Outcomes are ECG5000 beats drawn at random,
+simulation calls the federation's own ownership code (gateway.route): "before" is
+`ownership`, rendezvous per shard, what a federation of fewer than its split_members
+({Settings().split_members}) runs; "after" splits hot addresses by outcome id
+(`split` + `bounded_owners`, simulated only); "hot shards split" is `plan_loads` +
+`plan_owners`, what the federation runs from {Settings().split_members} members on (the first member plans
+from the stream's records per shard and signs the plan). Outcomes are ECG5000 beats drawn at random,
 one per device per cycle, fingerprinted by the edge's code, full profile ({L} tables),
 {REPLICAS} owners per shard; seeds {seeds}; median [min-max] over seeds. "Moved" is the share
 of records x replicas whose owner changes when one gateway joins or leaves (the plan keeps
@@ -278,11 +290,11 @@ holds {top:.0%} of the ECG5000 beats, which come from one patient), so records m
 far above the 1.25 goal. With hot addresses split by outcome id and bounded-load rendezvous,
 max/mean at the largest size is at most {worst_after:.2f}. The price: a query asks many more
 owners (every part of a hot address), and a join or leave moves more than the ideal share,
-because a bounded plan cascades. A cheaper variant splits hot shards rather than
-addresses, into at most {SHARD_PARTS} parts (what six outcome-id bits in a subject can name,
-so that a part is one wildcard consumer): max/mean at the largest size at most
+because a bounded plan cascades. What the federation runs splits hot shards rather than
+addresses, into at most {route.MAX_PARTS} parts (what six outcome-id bits in a record's subject
+can name, so that a part is one wildcard consumer): max/mean at the largest size at most
 {worst_shards:.2f}, with a query asking a median of {fan_shards:.0f} owners instead of
-{fan_after:.0f}. Splitting by more fingerprint bits instead would keep queries narrow, but
+{fan_after:.0f}, and a part released only with k outcomes from m sites, like an address. Splitting by more fingerprint bits instead would keep queries narrow, but
 it does not spread the load: at all 16 bits the most common value of a table still holds
 {deep:.0%} of the beats (median over tables). Pairs that met are a large share of the seed's N(N-1)/2 only
 because one bucket holds so much: most meetings are of the dominant class, and the address
@@ -295,7 +307,7 @@ def plot(results: list[dict]):
     ns = [r["gateways"] for r in results]
     for key, label in (("before_max_mean", "rendezvous per shard (federation today)"),
                        ("after_max_mean", "split hot addresses + bounded loads"),
-                       ("shards_after_max_mean", f"split hot shards (<= {SHARD_PARTS} parts) + bounded loads")):
+                       ("shards_after_max_mean", f"split hot shards (<= {route.MAX_PARTS}) + bounded loads (federation)")):
         med = [np.median([x[key] for x in r["runs"]]) for r in results]
         lo = [min(x[key] for x in r["runs"]) for r in results]
         hi = [max(x[key] for x in r["runs"]) for r in results]

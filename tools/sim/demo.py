@@ -260,7 +260,7 @@ def _show(console: Console, clinics: list[Clinic], summary: dict, statuses: list
     for c, s in zip(clinics, statuses):
         fed = s["federation"]
         console.print(f"{c.name}: stored {s['gateway']['frames_stored']}, forwarded {fed.get('outcomes_forwarded', 0)}"
-                      f", owns {fed['owned_shards']} shards ({fed['addresses']} addresses), applied "
+                      f", owns {fed['owned_units']} units ({fed['addresses']} addresses), applied "
                       f"{fed.get('records_applied', 0)} records", soft_wrap=True)
     if "cross_site_answer" in summary:
         a = summary["cross_site_answer"]
