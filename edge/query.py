@@ -7,8 +7,11 @@
 #   seals the query once; a retransmission re-sends the identical bytes.
 # - Queries live in RAM only: an unanswered question is not worth flash. After a reboot
 #   it is not asked again; nothing acknowledged depends on it.
-# - A query is re-sent every rto_ms until its answer verifies, at most `tries` times; then
-#   it is given up (EVENT_UNANSWERED), so the device is never left waiting in silence.
+# - A query is re-sent until its answer verifies, at most `tries` times, the wait doubling
+#   from rto_ms up to max_rto_ms (an answer may wait for a busy gateway, or for a LoRa
+#   gateway's downlink budget: asking faster would not make it come sooner); then it is
+#   given up (EVENT_UNANSWERED), so the device is never left waiting in silence. With the
+#   defaults that is after about a minute.
 # - At most `limit` queries are pending; ask() refuses more (the caller asks later).
 from . import frame
 from .compat import ticks_add, ticks_diff
@@ -21,12 +24,13 @@ EVENT_STALE = "stale-answer"
 
 
 class Asker:
-    def __init__(self, ccm, kid, counter, prof, rto_ms=2000, tries=6, limit=2):
+    def __init__(self, ccm, kid, counter, prof, rto_ms=2000, tries=6, limit=2, max_rto_ms=16000):
         self._ccm = ccm
         self.kid = bytes(kid)
         self._counter = counter
         self.profile = prof
         self.rto_ms = rto_ms
+        self.max_rto_ms = max_rto_ms
         self.tries = tries
         self.limit = limit
         self._pending = {}  # counter -> [sealed frame, deadline ms, tries left]
@@ -58,10 +62,12 @@ class Asker:
         for counter, entry in self._pending.items():
             if ticks_diff(now, entry[1]) >= 0:
                 if entry[2] == 0:
-                    self._given_up.append(counter)
+                    if counter not in self._given_up:  # once, however often poll() runs before given_up()
+                        self._given_up.append(counter)
                     continue
                 entry[2] -= 1
-                entry[1] = ticks_add(now, self.rto_ms)
+                wait = self.rto_ms << (self.tries - entry[2] - 1)  # doubles with every copy sent
+                entry[1] = ticks_add(now, wait if wait < self.max_rto_ms else self.max_rto_ms)
                 out.append(entry[0])
         return out
 

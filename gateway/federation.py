@@ -39,8 +39,9 @@ from qis.edge import frame as spec
 from . import route
 from .bus import BusUnavailable, LocalBus, NatsBus, reraise_if_cancelled
 from .journal import Journal
-from .records import (KIND_ASK, KIND_PLAN, KIND_REPLY, VERSION, Record, Refused, open_record, open_signed, record_from_row,
+from .records import (KIND_ASK, KIND_REPLY, VERSION, Record, Refused, open_record, open_signed, record_from_row,
                       seal_record, sign)
+from .plan import Planner
 from .refusals import RefusalLog
 from .route import Address, Part, Unit
 from .sites import PeerSite, Site
@@ -80,8 +81,8 @@ class Federation:
         self.settings = settings or Settings()
         self.aggregates: dict[Part, Aggregate] = {}
         self.owned: dict[Unit, int] = {}  # unit -> last stream sequence applied
-        self.plan: dict = {"members": [], "parts": {}, "loads": {}, "t": 0.0}
-        self.owners: dict[str, list[str]] = {}  # unit key -> owners, from the plan
+        s = self.settings
+        self.planner = Planner(site, peers, DOMAINS, s.replicas, s.split_members, s.plan_s, self._refuse)
         self.members: list[str] = []
         self.stats: Counter[str] = Counter()
         self.refused = RefusalLog()
@@ -221,9 +222,10 @@ class Federation:
         if not members:
             return  # no membership known (the bus is down): keep what is owned
         self.members = members
-        await self._follow_plan(members)
-        mine = {u for d in DOMAINS for shard in route.all_shards(d) for u in route.units(shard, self.plan["parts"])
-                if self.bus.member in self.owners.get(u.key, ())}
+        await self.planner.follow(self.bus, members)
+        owners = self.planner.owners
+        mine = {u for d in DOMAINS for shard in route.all_shards(d) for u in route.units(shard, self.planner.parts)
+                if self.bus.member in owners.get(u.key, ())}
         for unit in [u for u in self.owned if u not in mine]:
             self._readers.pop(unit, None)  # what its subscription still delivers is ignored
             await self.bus.unsubscribe(unit.key)
@@ -240,45 +242,6 @@ class Federation:
             self.stats["units_taken"] += 1
         if not self.local:
             await self._check_progress()
-
-    async def _follow_plan(self, members: list[str]) -> None:
-        """Take the bus's plan (signed by the member that made it, its first member); the
-        first live member makes a new one when the members changed or plan_s has passed,
-        from the stream's records per shard."""
-        s = self.settings
-        plan = self._open_plan(await self.bus.get_plan())
-        if members[0] == self.bus.member and (plan is None or plan["members"] != members
-                                              or time.time() - plan["t"] >= s.plan_s):
-            loads = await self.bus.subject_loads() if len(members) >= s.split_members else {}
-            parts, unit_loads = route.plan_loads(members, loads, s.replicas, DOMAINS, s.split_members)
-            plan = {"members": members, "parts": parts, "loads": {k: round(v) for k, v in unit_loads.items()},
-                    "t": int(time.time())}
-            await self.bus.put_plan(sign(self.site, [VERSION, KIND_PLAN, members, parts, plan["loads"], plan["t"]]))
-            self.stats["plans_made"] += 1
-        if plan is None:  # no plan yet: rendezvous per shard, which a plan without loads is
-            plan = {"members": members, "parts": {}, "t": 0,
-                    "loads": route.plan_loads(members, {}, s.replicas, DOMAINS, len(members) + 1)[1]}
-        if plan != self.plan or self.members != members or not self.owners:
-            self.owners = route.plan_owners(plan["loads"], members, s.replicas)
-        self.plan = plan
-
-    def _open_plan(self, raw: bytes | None) -> dict | None:
-        """The plan in the bus, if a federation site signed it and it is well formed."""
-        if raw is None:
-            return None
-        try:
-            peer, value = open_signed(raw, self.peers)
-        except Refused as r:
-            self._refuse(r.code, f"plan: {r.reason}", raw)
-            return None
-        if (len(value) != 6 or value[1] != KIND_PLAN or not isinstance(value[2], list) or not value[2]
-                or peer.name != value[2][0] or not isinstance(value[3], dict) or not isinstance(value[4], dict)
-                or type(value[5]) is not int
-                or not all(type(n) is int and 2 <= n <= route.MAX_PARTS and n & (n - 1) == 0 for n in value[3].values())
-                or not all(type(n) is int and n >= 0 for n in value[4].values())):
-            self._refuse("payload", f"the plan in the bus (signed by {peer.name}) is malformed", raw)
-            return None
-        return {"members": value[2], "parts": value[3], "loads": value[4], "t": value[5]}
 
     async def _check_progress(self, per_round: int = 16) -> None:
         """Resubscribe owned units that lag their subjects and made no progress since the
@@ -402,9 +365,9 @@ class Federation:
         """Ask the owners of addrs (of every part of a split shard) and combine what they release."""
         by_member: dict[str, list[Part]] = {}
         for a in addrs:
-            for unit in route.units(a.shard, self.plan["parts"]):
-                owners = self.owners.get(unit.key) or route.owners(a.shard, self.members or [self.bus.member],
-                                                                    self.settings.replicas)
+            for unit in route.units(a.shard, self.planner.parts):
+                owners = self.planner.owners.get(unit.key) or route.owners(a.shard, self.members or [self.bus.member],
+                                                                            self.settings.replicas)
                 target = self.bus.member if self.bus.member in owners else (owners[0] if owners else None)
                 if target is not None:
                     by_member.setdefault(target, []).append(Part(a, unit.index, unit.parts))
@@ -453,7 +416,8 @@ class Federation:
 
     def summary(self) -> dict:
         return {**dict(self.stats), "member": self.bus.member, "members": self.members,
-                "owned_units": len(self.owned), "split_shards": len(self.plan["parts"]),
+                "owned_units": len(self.owned), "split_shards": len(self.planner.parts),
+                "plans_made": self.planner.made,
                 "addresses": len({p.address for p in self.aggregates}),
                 "cursor": {k: self.cursor(k) for k in ("outcomes", "confirmations")},
                 "refused_by_code": self.refused.totals(), "bus_connected": getattr(self.bus, "connected", True),

@@ -16,8 +16,10 @@ def test_demo_stores_every_frame_exactly_once(tmp_path):
     assert summary["frames_stored"] == 600
     assert summary["dead_letters"] == 0
     assert summary["rows_match"] is True  # labels and counters in SQLite == what devices concluded
-    # Devices asked what similar cases concluded (every 10th beat) and got an answer each time.
-    assert summary["queries_asked"] == 60 and summary["queries_answered"] == 60
+    # Devices asked what similar cases concluded (every 10th beat; a device with 2 questions
+    # still open skips one, so on a busy machine a few fewer) and got an answer each time.
+    assert 45 <= summary["queries_asked"] <= 60 and summary["queries_answered"] == summary["queries_asked"]
+    assert summary["queries_unanswered"] == 0
     assert summary["outcomes_forwarded"] == 600 and summary["aggregates_match_recomputation"] is True
 
     export = subprocess.run([*QIS, "outcomes", "export", "--db", str(tmp_path / "outcomes.db")],
@@ -59,7 +61,7 @@ def test_the_federated_demo_answers_at_one_site_from_the_others(tmp_path):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["sites"] == 3 and summary["frames_stored"] == summary["frames_acked"] == 180
     assert summary["outcomes_forwarded"] == 180
-    assert summary["queries_answered"] == summary["queries_asked"] == 18
+    assert 12 <= summary["queries_asked"] <= 18 and summary["queries_answered"] == summary["queries_asked"]
     assert summary["aggregates_match_recomputation"] is True
     cross = summary["cross_site_answer"]
     assert cross["status_name"] == "answered" and cross["sites"] >= 2

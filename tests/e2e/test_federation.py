@@ -128,7 +128,8 @@ def test_three_sites_forward_synthesize_and_answer_each_other(tmp_path):
         statuses = fed.check()
         # Devices asked over their serial link and every query got an answer frame back.
         runs = [d for c in fed.clinics.values() for d in c.runs]
-        assert sum(d.asked for d in runs) == 18 and sum(len(d.answers) for d in runs) == 18
+        asked = sum(d.asked for d in runs)  # every 10th beat, but not with 2 questions still open
+        assert 12 <= asked <= 18 and sum(len(d.answers) for d in runs) == asked
         assert all(s["federation"]["outcomes_forwarded"] == 60 for s in statuses.values())
         # A query at site 1 about a case of site 3 is answered from the others' outcomes.
         store = OutcomeStore(fed.clinics["site3"].db, readonly=True)

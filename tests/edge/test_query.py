@@ -57,9 +57,24 @@ def test_asker_resends_identical_bytes_then_gives_up():
         first = a.poll(0)
         assert len(first) == 1 and len(first[0]) == frame.FULL.size
         assert a.poll(50) == [] and a.next_deadline(50) == 50
-        assert a.poll(100) == first and a.poll(200) == first
-        assert a.poll(300) == [] and a.given_up() == [c]
+        assert a.poll(100) == first and a.poll(200) == []  # the wait doubles: 100, then 200 ms
+        assert a.poll(300) == first and a.next_deadline(300) == 400
+        assert a.poll(699) == [] and a.given_up() == []
+        assert a.poll(700) == [] and a.given_up() == [c]
         assert a.pending() == 0 and a.unanswered == 1
+    finally:
+        rmtree(d)
+
+
+def test_asker_waits_doubling_up_to_its_cap():
+    d = tmpdir("ask")
+    try:
+        a = query.Asker(ccm_mod.CCM(KEY), KID, store.Counter(d, block=4), frame.FULL, rto_ms=100, tries=5,
+                        max_rto_ms=300)
+        a.ask(0, 1764201600, 3, 1, FP)
+        sent = [t for t in range(0, 2000, 50) if a.poll(t)]
+        assert sent == [0, 100, 300, 600, 900]  # waits of 100, 200, then 300 (the cap)
+        assert a.given_up() != [] and a.unanswered == 1
     finally:
         rmtree(d)
 
