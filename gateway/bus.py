@@ -13,11 +13,11 @@ NATS (docs/PROTOCOL.md, "Federation"):
   gateway puts its own every heartbeat_s. The live members are the keys present. The
   ownership plan is the one key of the bucket qis_plan; the records per subject, which
   the plan is made from, come from the stream's own counts.
-- A shard's owner reads its subject with an ordered consumer (one filter subject per
-  consumer: nats-server 2.9 ignores filter_subjects) from a sequence on: the stream is the
-  truth, the owner's aggregates a function of it. An ephemeral consumer lives on one node
-  and dies with it; the owner notices (last_seq() of the subject is ahead of what it
-  applied, and nothing moved) and reads on from where it was.
+- A unit's owner reads its subjects with an ordered consumer (one filter subject, a
+  wildcard, per consumer: nats-server 2.9 ignores filter_subjects) from a sequence on: the
+  stream is the truth, the owner's aggregates a function of it. An ephemeral consumer
+  lives on one node and dies with it; the owner notices (last_seq() of the unit's
+  subjects is ahead of what it applied, and nothing moved) and reads on from where it was.
 - Nothing on the way out waits long for a cluster that is gone: unsubscribing and leaving
   the membership are given a second, then the connection is closed.
 - Questions to owners go to ``qis.ask.<member>`` as requests; the replies are signed.

@@ -1,11 +1,12 @@
-"""Where an outcome goes: addresses, shards and their owners (pure functions).
+"""Where an outcome goes: addresses, shards, units and their owners (pure functions).
 
 An address is (domain, spec version, table, bucket): the fingerprint spec of the frame's
 domain (qis.edge.fingerprint) gives the version, and each of the frame's L tables gives a
 bucket, the first ADDRESS_BITS bits of that table. Buckets group into shards by their
-first SHARD_BITS bits, table by table, and ownership is per shard: the owners of a shard
-are the top R live members by rendezvous hashing (the highest sha256(member | shard)),
-so a membership change moves only the shards whose top R changed (about 1/N of them).
+first SHARD_BITS bits, table by table. Unsplit, the owners of a shard are the top R live
+members by rendezvous hashing (the highest sha256(member | shard)), so a membership change
+moves only the shards whose top R changed (about 1/N of them); a large federation splits
+hot shards into units and gives them owners with bounded loads (the plan, below).
 """
 from __future__ import annotations
 
