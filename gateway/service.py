@@ -57,9 +57,8 @@ class Gateway:
         self.core = GatewayCore(registry, self.store)
         self.committer = Committer(self.core, self._committed)
         self.links: list = []
-        self.serial = SerialIngest(self.core, serial_paths, baudrate, committer=self.committer) if serial_paths else None
-        if self.serial is not None:
-            self.links.append(self.serial)
+        if serial_paths:
+            self.links.append(SerialIngest(self.core, serial_paths, self.committer, baudrate))
         if mqtt is not None:
             from .ingest.mqtt import MqttIngest
 

@@ -22,7 +22,6 @@ import asyncio
 import binascii
 import logging
 import os
-from collections.abc import Callable
 
 import serial
 from cobs import cobs
@@ -104,19 +103,16 @@ class SerialIngest:
     """Reads and writes the given serial ports on the running event loop; frames read go to
     the core, and the committer hands back the downlinks of these ports (deliver)."""
 
-    def __init__(self, core: GatewayCore, paths: list[str], baudrate: int = 115200, reopen_s: float = 0.5,
-                 max_queue: int = 16384, on_commit: Callable[[Flushed], None] | None = None,
-                 committer: Committer | None = None) -> None:
-        """committer: the gateway's shared one; without it the ingest commits on its own
-        (and tells on_commit, where routing hangs)."""
+    def __init__(self, core: GatewayCore, paths: list[str], committer: Committer, baudrate: int = 115200,
+                 reopen_s: float = 0.5, max_queue: int = 16384) -> None:
+        """committer: the gateway's one, shared by all its links."""
         self.core = core
         self.paths = list(paths)
         self.baudrate = baudrate
         self.reopen_s = reopen_s
         self.max_queue = max_queue
-        self._own_committer = committer is None
-        self.committer = committer or Committer(core, on_commit)
-        self.committer.links.append(self)
+        self.committer = committer
+        committer.links.append(self)
         self._ports: dict[str, serial.Serial] = {}
         self._decoders: dict[str, RecordDecoder] = {}
         self._queues: dict[str, bytearray] = {}
@@ -127,8 +123,6 @@ class SerialIngest:
         self._loop = asyncio.get_running_loop()
         for path in self.paths:
             self._open(path)
-        if self._own_committer:
-            self.committer.start()
 
     def _open(self, path: str) -> None:
         try:
@@ -213,8 +207,6 @@ class SerialIngest:
             self._loop.remove_writer(port.fileno())
 
     def close(self) -> None:
-        if self._own_committer:
-            self.committer.close()
         for path in list(self._ports):
             port = self._ports.pop(path)
             self._loop.remove_reader(port.fileno())
